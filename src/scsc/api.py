@@ -1,0 +1,294 @@
+"""The Python API on AnnData: what the CLI calls and what a notebook imports.
+
+>>> import scsc
+>>> adata = scsc.read("data.h5")                    # any supported format → AnnData of raw counts
+>>> adata = scsc.cluster(adata, n_clusters=8)       # obsm["X_scsc"], obs["scsc_cluster"], uns["scsc"]
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .data.bundle import TrainData, build_train_data
+from .data.io import LABEL_KEY, atomic_path
+from .data.preprocess import Prepared, preprocess
+from .errors import ConfigError, InputError
+from .evaluate import score
+from .model import ScSiameseClu
+from .plugins import Registry, get_registry
+from .train import Reporter, pretrain as _pretrain_loop, pretrained_embedding, seed_everything, train_clustering
+
+#: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
+ALIASES = {
+    "augment": "components.augment",
+    "encoder": "components.encoder",
+    "fusion": "components.fusion",
+    "head": "components.cluster",
+    "epochs": "cluster.epochs",
+    "lr": "cluster.lr",
+    "k": "graph.k",
+    "n_hvg": "preprocess.n_hvg",
+    "n_pcs": "preprocess.n_pcs",
+    "log_normalized": "preprocess.log_normalized",
+}
+
+
+def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) -> RunConfig:
+    """A :class:`RunConfig` from a config object or TOML path plus keyword overrides.
+
+    Keywords are top-level fields (``seed``, ``device``), aliases (``augment``, ``encoder``, ``fusion``,
+    ``head``, ``epochs``, ``lr``, ``k``, …) or ``section__key`` names such as ``loss__zinb=0``.
+    """
+    if config is None:
+        cfg = RunConfig()
+    elif isinstance(config, RunConfig):
+        cfg = config.copy()
+    else:
+        cfg = RunConfig.from_toml(config)
+    dotted = {}
+    for key, value in overrides.items():
+        if value is None and key != "n_clusters":
+            continue
+        if key == "n_clusters":
+            dotted["cluster.n_clusters"] = value
+        else:
+            dotted[ALIASES.get(key, key.replace("__", "."))] = value
+    return cfg.override(dotted)
+
+
+def check_device(device: str) -> None:
+    """Refuse a device that this machine does not have, with a clear message."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; use --device cpu")
+    if device not in {"cpu"} and not device.startswith("cuda") and device != "mps":
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
+
+
+# ----------------------------------------------------------------------------- data
+def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = None
+            ) -> tuple[Prepared, TrainData]:
+    """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2)."""
+    prepared = preprocess(adata, config.preprocess, seed=config.seed,
+                          min_cells_required=config.graph.k + 1, source=source)
+    data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device)
+    return prepared, data
+
+
+def _fingerprint(prepared: Prepared) -> dict[str, Any]:
+    x = prepared.x
+    return {"n_cells": int(x.shape[0]), "n_input": int(x.shape[1]),
+            "n_genes": 0 if prepared.counts is None else int(prepared.counts.shape[1]),
+            "abs_sum": float(np.abs(x).sum(dtype=np.float64))}
+
+
+def _build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
+    fp = _fingerprint(prepared)
+    model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
+    return model.to(config.device)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    """Everything a clustering run produced (the CLI writes it to a run directory)."""
+
+    adata: ad.AnnData
+    config: RunConfig
+    labels: np.ndarray
+    embedding: np.ndarray
+    history: list[dict]
+    n_clusters: int
+    k_estimated: bool
+    metrics: dict[str, dict[str, float]] | None
+    timings: dict[str, float]
+    model: ScSiameseClu
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
+
+
+def versions() -> dict[str, str]:
+    import anndata
+    import ot
+    import scanpy
+    import sklearn
+
+    return {"scsc": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+            "anndata": anndata.__version__, "scanpy": scanpy.__version__, "pot": ot.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def estimate_n_clusters(z: np.ndarray, resolution: float = 1.0, seed: int = 0) -> int:
+    """Estimate K as the number of Leiden communities on the 15-NN graph of the embedding ``z`` (N × d)."""
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
+    tmp.obsm["X_z"] = z
+    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(15, z.shape[0] - 1), random_state=seed)
+    sc.tl.leiden(tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False,
+                 random_state=seed)
+    return max(2, int(tmp.obs["leiden"].nunique()))
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary name, then rename (never a half-written checkpoint)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        raise InputError(f"{path}: not a scsc checkpoint (cannot be loaded)") from None
+    if not isinstance(payload, dict) or "encoder" not in payload or "fingerprint" not in payload:
+        raise InputError(f"{path}: not a scsc pretraining checkpoint")
+    return payload
+
+
+def _check_fingerprint(saved: dict, prepared: Prepared, where: str) -> None:
+    now = _fingerprint(prepared)
+    for key in ("n_cells", "n_input", "n_genes"):
+        if saved.get(key) != now[key]:
+            raise InputError(
+                f"{where}: checkpoint was pretrained on different data ({key} {saved.get(key)} ≠ {now[key]})"
+            )
+    if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=1e-4):
+        raise InputError(f"{where}: checkpoint was pretrained on different data or preprocessing")
+
+
+# ----------------------------------------------------------------------------- public API
+def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
+             reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
+             **overrides: Any) -> dict[str, Any]:
+    """Run the three pretraining stages (METHOD §7) on ``adata`` (raw counts, N × G).
+
+    Returns a checkpoint dict (``encoder`` state, ``config``, ``fingerprint`` of the preprocessed data,
+    ``history``) that :func:`cluster` accepts as ``pretrained=`` and :func:`save_checkpoint` writes.
+    """
+    cfg = make_config(config, **overrides)
+    check_device(cfg.device)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    prepared, data = prepare(adata, cfg, source)
+    timings["preprocess_graph"] = time.perf_counter() - t0
+    generator = seed_everything(cfg.seed)
+    model = _build_model(cfg, prepared, registry)
+    t0 = time.perf_counter()
+    history = _pretrain_loop(model, data, cfg, generator, reporter)
+    timings["pretrain"] = time.perf_counter() - t0
+    return {"encoder": model.encoder.state_dict(), "config": cfg.to_dict(),
+            "fingerprint": _fingerprint(prepared), "history": history, "timings": timings,
+            "versions": versions()}
+
+
+def cluster(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | str | Path | None = None,
+            *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
+            registry: Registry | None = None, copy: bool = True, **overrides: Any) -> ad.AnnData:
+    """Cluster the cells of ``adata`` (raw counts, N × G) with scSiameseClu.
+
+    Returns an AnnData of the kept cells (cells with no counts are dropped) with ``obsm["X_scsc"]`` (N × d
+    embedding), ``obs["scsc_cluster"]`` (categorical labels) and ``uns["scsc"]`` (config, versions, K, and
+    metrics when ``obs["label"]`` holds true labels; those are read only for the final scores).
+    """
+    result = run(adata, n_clusters, config, pretrained=pretrained, reporter=reporter, registry=registry,
+                 **overrides)
+    if not copy and result.adata.n_obs == adata.n_obs:
+        adata.obsm["X_scsc"] = result.adata.obsm["X_scsc"]
+        adata.obs["scsc_cluster"] = result.adata.obs["scsc_cluster"].to_numpy()
+        adata.uns["scsc"] = result.adata.uns["scsc"]
+        return adata
+    return result.adata
+
+
+def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | str | Path | None = None, *,
+        pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
+        registry: Registry | None = None, source: str | None = None, **overrides: Any) -> RunResult:
+    """:func:`cluster` with every intermediate returned as a :class:`RunResult`."""
+    cfg = make_config(config, n_clusters=n_clusters, **overrides) if n_clusters is not None else \
+        make_config(config, **overrides)
+    check_device(cfg.device)
+    if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters < 2:
+        raise ConfigError("n_clusters must be at least 2")
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    prepared, data = prepare(adata, cfg, source)
+    if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters > data.n_cells:
+        raise ConfigError(f"n_clusters={cfg.cluster.n_clusters} exceeds the {data.n_cells} cells")
+    timings["preprocess_graph"] = time.perf_counter() - t_start
+    generator = seed_everything(cfg.seed)
+    model = _build_model(cfg, prepared, registry)
+
+    t0 = time.perf_counter()
+    if pretrained is None:
+        ckpt = {"encoder": None, "history": _pretrain_loop(model, data, cfg, generator, reporter)}
+        ckpt["encoder"] = model.encoder.state_dict()
+        ckpt.update(config=cfg.to_dict(), fingerprint=_fingerprint(prepared), versions=versions())
+    else:
+        where = str(pretrained) if not isinstance(pretrained, dict) else "pretrained"
+        ckpt = load_checkpoint(pretrained) if not isinstance(pretrained, dict) else pretrained
+        _check_fingerprint(ckpt["fingerprint"], prepared, where)
+        try:
+            model.encoder.load_state_dict(ckpt["encoder"])
+        except RuntimeError:
+            raise InputError(f"{where}: checkpoint does not match the encoder "
+                             f"{cfg.components.encoder!r} with these model sizes") from None
+    timings["pretrain"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    z_pre = pretrained_embedding(model, data)
+    model.augment.prepare(data, z_pre.cpu().numpy())
+    k_estimated = cfg.cluster.n_clusters is None
+    k = cfg.cluster.n_clusters or estimate_n_clusters(z_pre.cpu().numpy(), cfg.cluster.leiden_resolution,
+                                                      cfg.seed)
+    z0 = model.embed(data)
+    init_labels = model.head.init(z0, k)
+    timings["init"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    history = list(ckpt.get("history", [])) + train_clustering(model, data, cfg, generator, reporter)
+    z = model.embed(data)
+    labels = model.head.predict(z)
+    timings["cluster"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+
+    out = prepared.adata
+    emb = z.cpu().numpy()
+    out.obsm["X_scsc"] = emb
+    out.obs["scsc_cluster"] = pd.Categorical(labels.astype(str),
+                                             categories=[str(i) for i in range(k) if i in set(labels)])
+    out.obs["scsc_pretrain_kmeans"] = pd.Categorical(init_labels.astype(str))
+    metrics = None
+    if LABEL_KEY in out.obs:
+        truth = out.obs[LABEL_KEY].to_numpy()
+        metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, init_labels)}
+    saved_cfg = cfg.copy()
+    saved_cfg.cluster.n_clusters = k
+    out.uns["scsc"] = {
+        "config": saved_cfg.to_toml(),
+        "versions": versions(),
+        "n_clusters": int(k),
+        "k_estimated": bool(k_estimated),
+        "timings": {key: float(v) for key, v in timings.items()},
+        "cells_removed": int((~prepared.cell_mask).sum()),
+        **({"metrics": metrics} if metrics else {}),
+    }
+    return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=history,
+                     n_clusters=int(k), k_estimated=k_estimated, metrics=metrics, timings=timings,
+                     model=model, checkpoint=ckpt)

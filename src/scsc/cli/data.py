@@ -1,0 +1,111 @@
+"""Commands about data and the registry: ``components``, ``info``, ``simulate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..errors import ScscError
+from .app import app, console, print_json, user_errors
+
+FILE = typer.Argument(..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx folder, .csv/.tsv(.gz).",
+                      show_default=False)
+LAYER = typer.Option(None, "--layer", help=".h5ad only: read counts from this layer instead of X.")
+LABEL_KEY = typer.Option(None, "--label-key", help=".h5ad only: obs column with true labels (scoring only).")
+TRANSPOSE = typer.Option(False, "--transpose", help="Tables only: the file is genes × cells.")
+
+
+@app.command()
+@user_errors
+def components(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List every registered component: kind, name, provider and summary.
+
+    Built-ins and installed plugins (entry-point group [bold]scsc[/]) register the same way; block a plugin
+    with SCSC_BLOCK_PLUGINS=name.
+    """
+    from .. import components as list_components
+
+    rows = list_components()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="scsc components", show_lines=False)
+    for col in ("kind", "name", "provider", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["kind"], f"[bold]{r['name']}[/]", r["provider"], r["summary"])
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def info(
+    path: Path = FILE,
+    layer: str = LAYER,
+    label_key: str = LABEL_KEY,
+    transpose: bool = TRANSPOSE,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Describe a data file: cells, genes, sparsity, count range, raw-count check, labels."""
+    from ..data.io import read, summarize
+
+    facts = summarize(read(path, layer=layer, label_key=label_key, transpose=transpose))
+    if as_json:
+        print_json({"path": str(path), **facts})
+        return
+    table = Table(title=str(path), show_header=False)
+    table.add_column("fact", style="bold")
+    table.add_column("value")
+    table.add_row("cells × genes", f"{facts['cells']:,} × {facts['genes']:,}")
+    table.add_row("non-zero entries", f"{facts['nonzero_fraction']:.1%}")
+    table.add_row("value range", f"{facts['min_value']:g} – {facts['max_value']:g}")
+    table.add_row("median counts per cell", f"{facts['median_counts_per_cell']:g}")
+    table.add_row("cells with no counts", str(facts["empty_cells"]))
+    table.add_row("raw integer counts", "yes" if facts["raw_counts"] else
+                  "[yellow]no[/] (normalised? use --log-normalized)")
+    table.add_row("gene names", "yes" if facts["gene_names"] else "no (indices only)")
+    if "labels" in facts:
+        sizes = facts["labels"]["sizes"]
+        shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:12])
+        table.add_row("labels", f"{facts['labels']['n_types']} types ({shown}{', …' if len(sizes) > 12 else ''})")
+    else:
+        table.add_row("labels", "none")
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def simulate(
+    out: Path = typer.Argument(..., help="Output file: .h5 (X, Y, gene_names) or .h5ad.", show_default=False),
+    cells: int = typer.Option(2000, "--cells", min=2, help="Number of cells."),
+    types: int = typer.Option(6, "--types", min=1, help="Number of cell types."),
+    genes: int = typer.Option(2000, "--genes", min=10, help="Number of genes."),
+    markers: int = typer.Option(25, "--markers", min=1, help="Planted marker genes per type."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    markers_out: Path = typer.Option(None, "--markers-out",
+                                     help="Also write the planted markers (TOML: type = [genes])."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+) -> None:
+    """Simulate negative-binomial counts with known cell types (demo data, tests)."""
+    import tomli_w
+
+    from ..data.io import atomic_write_text, write_h5_counts, write_h5ad
+    from ..data.simulate import simulate as run_sim
+
+    suffix = out.name.lower()
+    if not suffix.endswith((".h5", ".h5ad")):
+        raise ScscError(f"{out}: output must end in .h5 or .h5ad")
+    try:
+        sim = run_sim(n_cells=cells, n_types=types, n_genes=genes, n_markers=markers, seed=seed)
+    except ValueError as exc:
+        raise ScscError(str(exc)) from None
+    if suffix.endswith(".h5ad"):
+        write_h5ad(sim.to_anndata(), out)
+    else:
+        write_h5_counts(out, sim.counts, sim.labels.astype("S"), sim.genes)
+    if markers_out is not None:
+        atomic_write_text(markers_out, tomli_w.dumps(sim.markers))
+    if not quiet:
+        console.print(f"wrote {out}: {cells:,} cells × {genes:,} genes, {types} cell types")

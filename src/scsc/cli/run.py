@@ -1,0 +1,160 @@
+"""Training commands: ``pretrain`` and ``cluster``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..config import RunConfig
+from .app import app, console, err_console, print_json, user_errors
+from .data import FILE, LABEL_KEY, LAYER, TRANSPOSE
+from .progress import RichReporter
+
+CONFIG = typer.Option(None, "--config", "-c", help="Run configuration (TOML); options below override it.")
+SET = typer.Option(None, "--set", help="Override any config value: section.key=value (repeatable), "
+                   "e.g. --set loss.zinb=0 --set graph.k=15.")
+SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, same machine → same labels.")
+DEVICE = typer.Option(None, "--device", help="cpu or cuda (default cpu).")
+LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised, not counts (disables ZINB).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out.")
+
+
+def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -> RunConfig:
+    """Config file, then ``--set`` overrides, then explicit options (those not None)."""
+    from ..api import check_device
+    from ..plugins import get_registry
+
+    cfg = RunConfig.from_toml(config) if config else RunConfig()
+    cfg.override(sets or [])
+    cfg.override({k: v for k, v in options.items() if v is not None and v is not False})
+    registry = get_registry()
+    for kind in ("augment", "encoder", "fusion", "cluster"):
+        registry.get(kind, getattr(cfg.components, kind))  # unknown names fail before any work
+    check_device(cfg.device)
+    return cfg
+
+
+def _read(path: Path, layer, label_key, transpose):
+    from ..data.io import read
+
+    return read(path, layer=layer, label_key=label_key, transpose=transpose)
+
+
+@app.command()
+@user_errors
+def pretrain(
+    data: Path = FILE,
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
+    config: Optional[Path] = CONFIG,
+    sets: Optional[list[str]] = SET,
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder component (see scsc components)."),
+    seed: Optional[int] = SEED,
+    device: Optional[str] = DEVICE,
+    layer: Optional[str] = LAYER,
+    label_key: Optional[str] = LABEL_KEY,
+    transpose: bool = TRANSPOSE,
+    log_normalized: bool = LOGNORM,
+    overwrite: bool = OVERWRITE,
+    quiet: bool = QUIET,
+) -> None:
+    """Pretrain the encoders (expression AE, graph AE, then jointly); writes pretrain.pt and config.toml.
+
+    Pass the checkpoint to [bold]scsc cluster --pretrained RUN/pretrain.pt[/] to cluster without
+    pretraining again (for example with other clustering heads or seeds of the clustering stage).
+    """
+    from ..api import pretrain as run_pretrain
+    from ..api import save_checkpoint
+    from ..outputs import check_out_dir
+
+    out = out or Path(f"{Path(data).name.split('.')[0]}_scsc")
+    cfg = build_config(config, sets, seed=seed, device=device, **{
+        "components.encoder": encoder, "preprocess.log_normalized": log_normalized})
+    check_out_dir(out, overwrite, ("pretrain.pt",))
+    adata = _read(data, layer, label_key, transpose)
+    with RichReporter(err_console, enabled=not quiet) as rep:
+        ckpt = run_pretrain(adata, cfg, reporter=rep, source=str(data))
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, out / "pretrain.pt")
+    cfg.save(out / "config.toml")
+    if not quiet:
+        console.print(f"pretrained on {ckpt['fingerprint']['n_cells']:,} cells → {out / 'pretrain.pt'}")
+
+
+@app.command()
+@user_errors
+def cluster(
+    data: Path = FILE,
+    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
+    n_clusters: Optional[int] = typer.Option(
+        None, "--n-clusters", "-k", min=2,
+        help="Number of clusters. Omitted: estimated by Leiden (resolution cluster.leiden_resolution) on "
+             "the pretrained embedding, and printed."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="dual | noise | graph | none | plugin."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
+    head: Optional[str] = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 50)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained",
+                                              help="pretrain.pt from scsc pretrain (skips pretraining)."),
+    config: Optional[Path] = CONFIG,
+    sets: Optional[list[str]] = SET,
+    seed: Optional[int] = SEED,
+    device: Optional[str] = DEVICE,
+    layer: Optional[str] = LAYER,
+    label_key: Optional[str] = LABEL_KEY,
+    transpose: bool = TRANSPOSE,
+    log_normalized: bool = LOGNORM,
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
+    overwrite: bool = OVERWRITE,
+    quiet: bool = QUIET,
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Cluster cells: pretrain (unless --pretrained), augment, fuse, train the clustering head.
+
+    Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster, uns scsc; opens in scanpy),
+    clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, and metrics.json when the input
+    has true labels (read only to score the final result).
+    """
+    from ..api import run
+    from ..outputs import check_out_dir, write_run
+
+    out = out or Path(f"{Path(data).name.split('.')[0]}_scsc")
+    cfg = build_config(config, sets, seed=seed, device=device, **{
+        "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
+        "components.cluster": head, "cluster.epochs": epochs, "cluster.n_clusters": n_clusters,
+        "preprocess.log_normalized": log_normalized})
+    check_out_dir(out, overwrite)
+    adata = _read(data, layer, label_key, transpose)
+    with RichReporter(err_console, enabled=not (quiet or as_json)) as rep:
+        result = run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data))
+    if result.k_estimated and not as_json and not quiet:
+        console.print(f"estimated [bold]{result.n_clusters}[/] clusters (Leiden on the pretrained embedding)")
+    write_run(result, out, plots=plots)
+    summary = {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
+               "k_estimated": result.k_estimated, "timings_s": result.timings,
+               "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
+               **({"metrics": result.metrics} if result.metrics else {})}
+    if as_json:
+        print_json(summary)
+    elif not quiet:
+        _print_summary(summary)
+
+
+def _print_summary(s: dict) -> None:
+    table = Table(title=f"scsc cluster → {s['out']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("cells", f"{s['cells']:,}")
+    table.add_row("clusters", f"{s['n_clusters']}" + (" (estimated)" if s["k_estimated"] else ""))
+    table.add_row("sizes", ", ".join(f"{k}: {v}" for k, v in s["cluster_sizes"].items()))
+    t = s["timings_s"]
+    table.add_row("time", f"{t['total']:.1f} s (preprocess+graph {t['preprocess_graph']:.1f}, pretrain "
+                          f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})")
+    for name, m in s.get("metrics", {}).items():
+        table.add_row(f"vs labels: {name}", "  ".join(f"{k.upper()} {v:.3f}" for k, v in m.items()))
+    console.print(table)
+

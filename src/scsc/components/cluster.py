@@ -1,0 +1,152 @@
+"""Clustering heads (component kind ``cluster``, METHOD §6.5).
+
+A head is initialised by KMeans on the pretrained embedding, gives soft assignments Q (N × K), may refresh a
+target, returns its named loss terms and owns the final prediction.
+
+- ``sinkhorn``: Student-t Q; target P = entropic OT plan between cells (uniform) and clusters (the KMeans
+  proportions) with cost −log Q and ε = 1/λ, solved by POT; loss KL(P ‖ Q); predicts argmax P.
+- ``dec``: Student-t Q; target the DEC sharpened distribution q²/f; predicts argmax Q.
+- ``kmeans``: no loss; predicts KMeans on the final embedding.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import RunConfig
+from ..losses import kl_target
+from ..plugins.hookspecs import hookimpl
+
+
+def student_t(z: Tensor, centroids: Tensor, nu: float = 1.0) -> Tensor:
+    """q_ij ∝ (1 + ‖z_i − μ_j‖²/ν)^{-(ν+1)/2}, rows normalised; z is N × d, centroids K × d → N × K."""
+    d2 = (z * z).sum(1, keepdim=True) - 2 * z @ centroids.T + (centroids * centroids).sum(1)[None, :]
+    q = (1.0 + d2.clamp_min(0) / nu).pow(-(nu + 1.0) / 2.0)
+    return q / q.sum(dim=1, keepdim=True)
+
+
+def kmeans(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """KMeans (10 restarts) on ``z`` (N × d) → (labels (N,), centroids (K × d))."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(z.astype(np.float64))
+    return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
+
+
+def sinkhorn_plan(q: np.ndarray, proportions: np.ndarray, lam: float, n_iter: int, tol: float) -> np.ndarray:
+    """Entropic OT plan (N × K, rows rescaled to sum to one) between uniform cells and ``proportions``.
+
+    Cost −log Q with ε = 1/λ, so the Gibbs kernel is Q^λ: the reference's "Q^λ then Sinkhorn–Knopp".
+    Falls back to the log-domain solver when the plain one under- or overflows.
+    """
+    import ot
+
+    n = q.shape[0]
+    a = np.full(n, 1.0 / n)
+    b = proportions / proportions.sum()
+    cost = -np.log(np.clip(q.astype(np.float64), 1e-30, None))
+    cost -= cost.min(axis=1, keepdims=True)  # row shifts do not change the plan, they keep Q^λ in range
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = ot.sinkhorn(a, b, cost, reg=1.0 / lam, numItermax=n_iter, stopThr=tol)
+        if not np.isfinite(plan).all() or plan.sum() <= 0:
+            plan = ot.sinkhorn(a, b, cost, reg=1.0 / lam, method="sinkhorn_log", numItermax=n_iter,
+                               stopThr=tol)
+    plan = np.nan_to_num(plan, nan=0.0, posinf=0.0)
+    rows = plan.sum(axis=1, keepdims=True)
+    empty = rows[:, 0] <= 0
+    plan[~empty] /= rows[~empty]
+    plan[empty] = q[empty]  # a row with no mass (underflow) keeps its own soft assignment
+    return plan
+
+
+class StudentTHead(nn.Module):
+    """Shared part: learnable centroids initialised by KMeans, Student-t soft assignments."""
+
+    def __init__(self, config: RunConfig, **_: object):
+        super().__init__()
+        self.cfg = config.cluster
+        self.seed = config.seed
+        self.centroids = nn.Parameter(torch.zeros(0))
+        self.register_buffer("proportions", torch.zeros(0))
+        self.target: Tensor | None = None
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def init(self, z: Tensor, n_clusters: int) -> np.ndarray:
+        """KMeans on the pretrained embedding ``z`` (N × d); returns its labels (N,)."""
+        labels, centers = kmeans(z.detach().cpu().numpy(), n_clusters, self.seed)
+        self.centroids = nn.Parameter(torch.from_numpy(centers).to(z.device))
+        sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
+        props = np.maximum(sizes, 1.0) / max(sizes.sum(), 1.0)
+        self.proportions = torch.from_numpy(props / props.sum()).to(z.device)
+        return labels
+
+    def soft_assign(self, z: Tensor) -> Tensor:
+        """Q (N × K)."""
+        return student_t(z, self.centroids)
+
+    def refresh(self, z: Tensor) -> None:
+        """Recompute the target from the current embedding (no gradient)."""
+
+    def loss(self, z: Tensor, q: Tensor) -> dict[str, Tensor]:
+        if self.target is None:
+            self.refresh(z.detach())
+        return {"clu": kl_target(self.target, q)}
+
+    def predict(self, z: Tensor) -> np.ndarray:
+        return self.soft_assign(z).argmax(dim=1).cpu().numpy()
+
+
+class SinkhornHead(StudentTHead):
+    """Optimal-transport target with the predefined (KMeans) cluster proportions."""
+
+    def refresh(self, z: Tensor) -> None:
+        with torch.no_grad():
+            q = self.soft_assign(z).double().cpu().numpy()
+        plan = sinkhorn_plan(q, self.proportions.cpu().numpy(), self.cfg.sinkhorn_lambda,
+                             self.cfg.sinkhorn_iters, self.cfg.sinkhorn_tol)
+        self.target = torch.from_numpy(plan.astype(np.float32)).to(z.device)
+
+    def predict(self, z: Tensor) -> np.ndarray:
+        self.refresh(z.detach())
+        return self.target.argmax(dim=1).cpu().numpy()
+
+
+class DECHead(StudentTHead):
+    """Classic DEC target p_ij ∝ q_ij² / f_j."""
+
+    def refresh(self, z: Tensor) -> None:
+        with torch.no_grad():
+            q = self.soft_assign(z)
+            w = q**2 / q.sum(dim=0, keepdim=True).clamp_min(1e-12)
+            self.target = w / w.sum(dim=1, keepdim=True)
+
+
+class KMeansHead(StudentTHead):
+    """No clustering loss; KMeans on the final embedding. Centroids stay fixed (used for readouts only)."""
+
+    def init(self, z: Tensor, n_clusters: int) -> np.ndarray:
+        labels = super().init(z, n_clusters)
+        self.centroids.requires_grad_(False)
+        return labels
+
+    def loss(self, z: Tensor, q: Tensor) -> dict[str, Tensor]:
+        return {}
+
+    def predict(self, z: Tensor) -> np.ndarray:
+        return kmeans(z.detach().cpu().numpy(), self.n_clusters, self.seed)[0]
+
+
+@hookimpl
+def scsc_register_components(registry):
+    registry.add("cluster", "sinkhorn", SinkhornHead,
+                 "Student-t Q, POT entropic OT target with KMeans proportions, KL(P‖Q) (default)")
+    registry.add("cluster", "dec", DECHead, "Student-t Q, DEC sharpened target q²/f, KL(P‖Q)")
+    registry.add("cluster", "kmeans", KMeansHead, "no clustering loss; KMeans on the final embedding")

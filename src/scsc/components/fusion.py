@@ -1,0 +1,82 @@
+"""Fusion blocks (component kind ``fusion``, METHOD §5–6.1, 6.3).
+
+A fusion block turns the per-view embeddings into the cell embedding Z (N × d) and contributes the
+representation-refinement loss terms: cross-correlation at sample and feature level and the propagation
+regulariser. ``siamese`` is the published block; ``mean`` averages the branches and adds no terms.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import RunConfig
+from ..losses import cross_correlation_feature, cross_correlation_sample, js_divergence
+from ..plugins.hookspecs import hookimpl
+
+
+class MeanFusion(nn.Module):
+    """Z = mean of the available branch embeddings; no propagation, attention or refinement terms."""
+
+    def __init__(self, config: RunConfig, **_: object):
+        super().__init__()
+
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor) -> Tensor:
+        """Branch embeddings (N × d each, either may be None) → Z (N × d)."""
+        parts = [z for z in (z_ae, z_g) if z is not None]
+        return torch.stack(parts).mean(dim=0)
+
+    def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
+              propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
+        return {}
+
+
+class SiameseFusion(nn.Module):
+    """Adaptive a/b fusion, local propagation over Â_r, global attention without an N × N matrix, and β."""
+
+    def __init__(self, config: RunConfig, *, n_cells: int, **_: object):
+        super().__init__()
+        d = config.model.latent
+        if config.model.fusion_weights not in {"feature", "cell"}:
+            raise ValueError("model.fusion_weights must be 'feature' or 'cell'")
+        rows = n_cells if config.model.fusion_weights == "cell" else 1
+        self.a = nn.Parameter(torch.full((rows, d), 0.5))
+        self.b = nn.Parameter(torch.full((rows, d), 0.5))
+        self.beta = nn.Parameter(torch.zeros(()))
+        self.scale = config.model.attention_scale
+
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor) -> Tensor:
+        """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out."""
+        if z_ae is not None and z_g is not None:
+            z_i = self.a * z_ae + self.b * z_g
+        else:
+            z_i = z_ae if z_ae is not None else z_g
+        z_l = torch.sparse.mm(adj, z_i)
+        # Flash/memory-efficient kernels: O(N·d) memory, the N × N attention matrix is never stored.
+        q = z_l.unsqueeze(0).unsqueeze(0)
+        z_gl = F.scaled_dot_product_attention(q, q, q, scale=self.scale).squeeze(0).squeeze(0)
+        return self.beta * z_gl + z_l
+
+    def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
+              propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
+        """Named refinement terms from the two views of each branch, the graph layers and soft assignments Q."""
+        out: dict[str, Tensor] = {}
+        if ae_views is not None:
+            out["cr_sample_ae"] = cross_correlation_sample(*ae_views)
+            if q is not None:
+                out["cr_feature_ae"] = cross_correlation_feature(*ae_views, q)
+        if graph_views is not None:
+            out["cr_sample_graph"] = cross_correlation_sample(*graph_views)
+            if q is not None:
+                out["cr_feature_graph"] = cross_correlation_feature(*graph_views, q)
+        if propagation:
+            out["prop"] = torch.stack([js_divergence(h, ah) for h, ah in propagation]).sum()
+        return out
+
+
+@hookimpl
+def scsc_register_components(registry):
+    registry.add("fusion", "siamese", SiameseFusion,
+                 "adaptive fusion, local propagation, global attention, cross-correlation refinement (default)")
+    registry.add("fusion", "mean", MeanFusion, "mean of the branch embeddings; no refinement terms")

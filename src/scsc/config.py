@@ -1,0 +1,260 @@
+"""Typed run configuration with every default of the method (docs/method.md).
+
+A :class:`RunConfig` is a tree of dataclasses. It round-trips through TOML (one table per section) and takes
+dotted overrides such as ``loss.zinb=0`` from the command line. Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class PreprocessConfig:
+    """METHOD §1: filtering, normalisation, HVG selection and PCA."""
+
+    min_cells: int = 3
+    n_hvg: int = 1000
+    n_pcs: int = 100
+    scale_clip: float = 10.0
+    #: The input is already log-normalised: skip normalisation and disable the ZINB term.
+    log_normalized: bool = False
+
+
+@dataclass
+class GraphConfig:
+    """METHOD §2–3: kNN cell graph and the sparse diffusion view."""
+
+    k: int = 10
+    #: Above this many cells the kNN search is approximate (pynndescent); exact below.
+    exact_max_cells: int = 50_000
+    ppr_alpha: float = 0.5
+    #: PPR entries below this value are dropped while the series is summed.
+    ppr_eps: float = 1e-4
+    #: Keep at most this many PPR entries per row (largest first).
+    ppr_topk: int = 32
+    #: Fraction of the least similar edges removed for the edge-removal view.
+    edge_drop: float = 0.1
+
+
+@dataclass
+class ComponentsConfig:
+    """Registered component names (see ``scsc components``)."""
+
+    augment: str = "dual"
+    encoder: str = "siamese"
+    fusion: str = "siamese"
+    cluster: str = "sinkhorn"
+
+
+@dataclass
+class ModelConfig:
+    """METHOD §4–5: network sizes and fusion options."""
+
+    ae_hidden: list[int] = field(default_factory=lambda: [128, 256, 512])
+    gae_hidden: list[int] = field(default_factory=lambda: [128, 256])
+    latent: int = 20
+    #: Standard deviation of the multiplicative Normal(1, s) expression noise.
+    noise_std: float = 0.1
+    #: Shape of the learnable fusion weights a, b: "feature" (1×d) or "cell" (N×d, as published).
+    fusion_weights: str = "feature"
+    #: Scale of the global attention logits (1.0 as in the reference).
+    attention_scale: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """METHOD §6: the weight of every named loss term. A weight of 0 removes the term."""
+
+    rec_x: float = 1.0
+    rec_graph: float = 1.0
+    rec_adj: float = 0.1
+    cr_sample_ae: float = 0.1
+    cr_sample_graph: float = 5.0
+    cr_feature_ae: float = 1.0
+    cr_feature_graph: float = 1.0
+    prop: float = 1000.0
+    zinb: float = 5.0
+    clu: float = 50.0
+    #: Non-edges sampled per edge for the adjacency reconstruction estimate.
+    adj_negatives: int = 1
+    #: Cells sampled per epoch for the ZINB term (an unbiased estimate of its mean; 0 = all cells).
+    zinb_cells: int = 2048
+
+
+@dataclass
+class PretrainConfig:
+    """METHOD §7: the three pretraining stages."""
+
+    ae_epochs: int = 100
+    ae_batch_size: int = 256
+    ae_lr: float = 5e-4
+    gae_epochs: int = 50
+    gae_lr: float = 5e-4
+    gae_adj_weight: float = 0.5
+    joint_epochs: int = 200
+    joint_lr: float = 1e-4
+    joint_rec_graph: float = 0.9
+    joint_adj: float = 0.1
+    joint_align: float = 0.1
+
+
+@dataclass
+class ClusterConfig:
+    """METHOD §6.5 and §7: the clustering stage."""
+
+    #: Number of clusters; None estimates it with Leiden on the pretrained embedding.
+    n_clusters: int | None = None
+    epochs: int = 50
+    lr: float = 5e-3
+    #: Sinkhorn sharpness λ (entropic regularisation ε = 1/λ).
+    sinkhorn_lambda: float = 5.0
+    sinkhorn_iters: int = 1000
+    sinkhorn_tol: float = 1e-6
+    #: Recompute the transport target every this many epochs.
+    refresh_every: int = 1
+    #: Resolution of the Leiden run that estimates K when n_clusters is None.
+    leiden_resolution: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as ``config.toml`` beside every result."""
+
+    seed: int = 0
+    device: str = "cpu"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    # ----------------------------------------------------------------- conversion
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (``None`` values dropped, since TOML has no null)."""
+        return _drop_none(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build from a nested dict; unknown sections or keys raise :class:`ConfigError`."""
+        cfg = cls()
+        for key, value in data.items():
+            _assign(cfg, key.split("."), value, source)
+        return cfg
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as TOML atomically."""
+        from .data.io import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_toml())
+
+    def override(self, assignments: list[str] | dict[str, Any]) -> RunConfig:
+        """Apply ``section.key=value`` strings (TOML values) or a ``{dotted: value}`` dict in place."""
+        if isinstance(assignments, dict):
+            items = list(assignments.items())
+        else:
+            items = []
+            for text in assignments:
+                if "=" not in text:
+                    raise ConfigError(f"--set {text!r}: expected section.key=value")
+                key, raw = text.split("=", 1)
+                items.append((key.strip(), _parse_value(raw.strip())))
+        for key, value in items:
+            _assign(self, key.split("."), value, "--set")
+        return self
+
+    def copy(self) -> RunConfig:
+        return RunConfig.from_dict(self.to_dict())
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # a bare word such as a component name
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    return obj
+
+
+def _assign(obj: Any, path: list[str], value: Any, source: str) -> None:
+    key = path[0]
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    where = f"{source}: " if source else ""
+    if key not in names:
+        raise ConfigError(f"{where}unknown key {key!r}; valid keys: {', '.join(names)}")
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+        if len(path) > 1:
+            _assign(current, path[1:], value, source)
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}[{key}] must be a table")
+        for sub, subval in value.items():
+            _assign(current, [sub], subval, f"{source}: [{key}]" if source else f"[{key}]")
+        return
+    if len(path) > 1:
+        raise ConfigError(f"{where}{key!r} is not a section")
+    setattr(obj, key, _coerce(names[key], current, value, f"{where}{key}"))
+
+
+def _coerce(fld: dataclasses.Field, current: Any, value: Any, where: str) -> Any:
+    hint = str(fld.type)
+    if value is None or (isinstance(value, str) and value.lower() in {"none", "auto"} and "None" in hint):
+        if "None" in hint:
+            return None
+        raise ConfigError(f"{where}: a value is required")
+    try:
+        if isinstance(current, bool) or hint == "bool":
+            if isinstance(value, str):
+                if value.lower() not in {"true", "false"}:
+                    raise ValueError
+                return value.lower() == "true"
+            return bool(value)
+        if "int" in hint and "list" not in hint and "float" not in hint:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if "float" in hint:
+            return float(value)
+        if "list" in hint:
+            return [int(v) for v in value]
+        if "str" in hint:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: invalid value {value!r} (expected {hint})") from None
+    return value

@@ -1,0 +1,323 @@
+"""Read every supported input into an AnnData of raw counts; write results atomically.
+
+Supported inputs (METHOD §1): ``.h5`` with datasets ``X`` (cells × genes) and optional ``Y`` (labels),
+``.h5ad`` (counts in ``.X`` or a named layer, labels from an ``obs`` column), 10x ``.h5``, a 10x ``mtx``
+folder, and CSV/TSV (optionally gzipped; cells × genes, or genes × cells with ``transpose=True``).
+
+Every reader returns an AnnData whose ``X`` is a float32 CSR matrix of counts and, when labels exist,
+``obs["label"]`` (categorical). Problems raise :class:`~scsc.errors.InputError` with a one-line message that
+names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import InputError
+
+LABEL_KEY = "label"
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+
+
+# --------------------------------------------------------------------------- reading
+def read(
+    path: str | Path,
+    *,
+    layer: str | None = None,
+    label_key: str | None = None,
+    transpose: bool = False,
+) -> ad.AnnData:
+    """Read ``path`` into an AnnData (N cells × G genes) of counts, validated for numeric sanity.
+
+    Args:
+        path: input file or 10x mtx folder.
+        layer: h5ad only; take counts from ``adata.layers[layer]`` instead of ``X``.
+        label_key: h5ad only; ``obs`` column with true labels (copied to ``obs["label"]``).
+        transpose: tables only; the file is genes × cells.
+
+    Returns:
+        AnnData with float32 CSR ``X`` of shape (N, G) and optional categorical ``obs["label"]``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    name = path.name.lower()
+    if path.is_dir():
+        adata = _read_mtx_dir(path)
+    elif name.endswith(".h5ad"):
+        adata = _read_h5ad(path, layer, label_key)
+    elif name.endswith((".h5", ".hdf5")):
+        adata = _read_h5(path)
+    elif name.endswith(TABLE_SUFFIXES):
+        adata = _read_table(path, transpose)
+    else:
+        raise InputError(
+            f"{path}: unknown format (expected .h5, .h5ad, 10x .h5, a 10x mtx folder, .csv or .tsv)"
+        )
+    if layer is not None and not name.endswith(".h5ad"):
+        raise InputError(f"{path}: --layer applies to .h5ad files only")
+    _check_matrix(adata, path)
+    adata.uns["scsc_input"] = {"path": str(path), "format": _format_name(path)}
+    return adata
+
+
+def _format_name(path: Path) -> str:
+    name = path.name.lower()
+    if path.is_dir():
+        return "10x-mtx"
+    for suffix in (".h5ad", ".h5", ".hdf5"):
+        if name.endswith(suffix):
+            return suffix[1:]
+    return "table"
+
+
+def _open_h5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise InputError(f"{path}: not an HDF5 file, or the file is corrupt") from None
+
+
+def _read_h5(path: Path) -> ad.AnnData:
+    with _open_h5(path) as f:
+        keys = set(f.keys())
+        if "matrix" in keys or any(isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys):
+            return _read_10x_h5(path)
+        if "X" not in keys:
+            raise InputError(
+                f"{path}: no dataset 'X' (cells × genes counts) found; datasets present: "
+                f"{', '.join(sorted(keys)) or 'none'}"
+            )
+        xd = f["X"]
+        if not isinstance(xd, h5py.Dataset):
+            raise InputError(f"{path}: 'X' is a group, expected a cells × genes dataset")
+        if xd.ndim != 2:
+            raise InputError(f"{path}: 'X' has {xd.ndim} dimensions, expected 2 (cells × genes)")
+        if not np.issubdtype(xd.dtype, np.number) and xd.dtype != np.bool_:
+            raise InputError(f"{path}: 'X' holds non-numeric values ({xd.dtype})")
+        try:
+            x = np.asarray(xd[()])
+        except OSError:
+            raise InputError(f"{path}: 'X' cannot be read (corrupt file)") from None
+        labels = None
+        if "Y" in keys:
+            labels = np.asarray(f["Y"][()]).reshape(-1)
+        genes = None
+        if "gene_names" in keys:
+            genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
+    adata = ad.AnnData(X=_to_csr(x, path))
+    adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
+    if genes is not None and len(genes) == adata.n_vars:
+        adata.var_names = genes
+        adata.var_names_make_unique()
+        adata.uns["scsc_gene_names"] = True
+    else:
+        adata.var_names = [f"gene{j}" for j in range(adata.n_vars)]
+        adata.uns["scsc_gene_names"] = False
+    if labels is not None:
+        _attach_labels(adata, labels, path, "Y")
+    return adata
+
+
+def _read_10x_h5(path: Path) -> ad.AnnData:
+    import scanpy as sc
+
+    try:
+        adata = sc.read_10x_h5(path)
+    except Exception as exc:  # scanpy raises assorted errors on malformed files
+        raise InputError(f"{path}: cannot read as a 10x HDF5 file ({exc})") from None
+    adata.var_names_make_unique()
+    adata.X = _to_csr(adata.X, path)
+    adata.uns["scsc_gene_names"] = True
+    return adata
+
+
+def _read_mtx_dir(path: Path) -> ad.AnnData:
+    import scanpy as sc
+
+    if not any((path / f).exists() for f in ("matrix.mtx", "matrix.mtx.gz")):
+        raise InputError(f"{path}: folder has no matrix.mtx(.gz); expected a 10x mtx folder")
+    try:
+        adata = sc.read_10x_mtx(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as a 10x mtx folder ({exc})") from None
+    adata.X = _to_csr(adata.X, path)
+    adata.uns["scsc_gene_names"] = True
+    return adata
+
+
+def _read_h5ad(path: Path, layer: str | None, label_key: str | None) -> ad.AnnData:
+    with _open_h5(path):
+        pass
+    try:
+        src = ad.read_h5ad(path)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read as .h5ad ({exc})") from None
+    if layer is not None:
+        if layer not in src.layers:
+            raise InputError(
+                f"{path}: no layer {layer!r}; layers present: {', '.join(src.layers.keys()) or 'none'}"
+            )
+        x = src.layers[layer]
+    else:
+        x = src.X
+    if x is None:
+        raise InputError(f"{path}: .X is empty; name the counts layer with --layer")
+    adata = ad.AnnData(X=_to_csr(x, path), obs=src.obs.copy(), var=src.var.copy())
+    adata.uns["scsc_gene_names"] = True
+    if label_key is not None:
+        if label_key not in src.obs:
+            raise InputError(
+                f"{path}: no obs column {label_key!r} for labels; columns: {', '.join(src.obs.columns) or 'none'}"
+            )
+        _attach_labels(adata, src.obs[label_key].to_numpy(), path, label_key)
+    return adata
+
+
+def _read_table(path: Path, transpose: bool) -> ad.AnnData:
+    sep = "\t" if ".tsv" in path.name.lower() or ".txt" in path.name.lower() else ","
+    try:
+        df = pd.read_csv(path, sep=sep, index_col=0)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot parse as a table ({exc})") from None
+    if transpose:
+        df = df.T
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise InputError(f"{path}: non-numeric values in column {bad[0]!r}")
+    adata = ad.AnnData(X=_to_csr(df.to_numpy(dtype=np.float64), path))
+    adata.obs_names = df.index.astype(str)
+    adata.var_names = df.columns.astype(str)
+    adata.var_names_make_unique()
+    adata.uns["scsc_gene_names"] = True
+    return adata
+
+
+def _to_csr(x, path: Path) -> sp.csr_matrix:
+    if sp.issparse(x):
+        m = sp.csr_matrix(x)
+        if not np.issubdtype(m.dtype, np.number) and m.dtype != np.bool_:
+            raise InputError(f"{path}: counts hold non-numeric values ({m.dtype})")
+        m = m.astype(np.float32)
+    else:
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+            raise InputError(f"{path}: counts hold non-numeric values ({arr.dtype})")
+        if arr.ndim != 2:
+            raise InputError(f"{path}: counts have {arr.ndim} dimensions, expected 2")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InputError(f"{path}: counts contain NaN or infinite values")
+        m = sp.csr_matrix(arr.astype(np.float32))
+    m.sum_duplicates()
+    return m
+
+
+def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str) -> None:
+    if len(labels) != adata.n_obs:
+        raise InputError(f"{path}: {key} has {len(labels)} labels but there are {adata.n_obs} cells")
+    if labels.dtype.kind == "f":
+        if np.isnan(labels).any():
+            raise InputError(f"{path}: {key} contains NaN labels")
+        if np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+    if labels.dtype.kind in "SO":
+        labels = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in labels])
+    adata.obs[LABEL_KEY] = pd.Categorical(labels.astype(str))
+
+
+def _check_matrix(adata: ad.AnnData, path: Path) -> None:
+    n, g = adata.shape
+    if n == 0 or g == 0:
+        raise InputError(f"{path}: the matrix is empty ({n} cells × {g} genes)")
+    data = adata.X.data
+    if data.size and not np.isfinite(data).all():
+        raise InputError(f"{path}: counts contain NaN or infinite values")
+    if data.size and data.min() < 0:
+        raise InputError(f"{path}: counts contain negative values (min {data.min():g}); expected raw counts")
+
+
+def looks_like_counts(adata: ad.AnnData) -> bool:
+    """True when every stored value is a non-negative integer (raw counts, not normalised data)."""
+    data = adata.X.data
+    return bool(data.size == 0 or (np.all(data >= 0) and np.all(data == np.round(data))))
+
+
+def summarize(adata: ad.AnnData) -> dict:
+    """Facts for ``scsc info``: shape, sparsity, count range, raw-count check, label summary."""
+    x = adata.X
+    n, g = adata.shape
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    info = {
+        "cells": int(n),
+        "genes": int(g),
+        "nonzero_fraction": float(x.nnz / (n * g)),
+        "min_value": float(x.data.min()) if x.nnz else 0.0,
+        "max_value": float(x.data.max()) if x.nnz else 0.0,
+        "median_counts_per_cell": float(np.median(totals)),
+        "empty_cells": int((totals == 0).sum()),
+        "raw_counts": looks_like_counts(adata),
+        "gene_names": bool(adata.uns.get("scsc_gene_names", True)),
+    }
+    if LABEL_KEY in adata.obs:
+        counts = adata.obs[LABEL_KEY].value_counts()
+        info["labels"] = {"n_types": int(len(counts)), "sizes": {str(k): int(v) for k, v in counts.items()}}
+    return info
+
+
+# --------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    A crash or an exception leaves no half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
+                               dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    """Write ``adata`` to ``path`` atomically (compressed)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, index: bool = True) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=index)
+
+
+def write_h5_counts(path: str | Path, x: np.ndarray, labels: np.ndarray | None = None,
+                    gene_names: list[str] | None = None) -> None:
+    """Write the ``.h5`` exchange format (``X`` counts, optional ``Y`` labels) atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("X", data=x, compression="gzip")
+            if labels is not None:
+                f.create_dataset("Y", data=labels)
+            if gene_names is not None:
+                f.create_dataset("gene_names", data=np.array(gene_names, dtype="S"))

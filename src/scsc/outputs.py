@@ -1,0 +1,51 @@
+"""The run directory: every file of a run, each written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .api import RunResult, save_checkpoint
+from .data.io import atomic_write_text, write_csv, write_h5ad
+from .errors import ScscError
+
+RESULT_FILES = ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "metrics.json", "config.toml")
+
+
+def check_out_dir(out: Path, overwrite: bool, files: tuple[str, ...] = RESULT_FILES) -> None:
+    """Refuse to overwrite the results of an earlier run unless ``overwrite`` is set."""
+    if out.exists() and not out.is_dir():
+        raise ScscError(f"{out}: exists and is not a folder")
+    clash = [f for f in files if (out / f).exists()]
+    if clash and not overwrite:
+        raise ScscError(f"{out}: already holds {', '.join(clash)}; choose another --out or pass --overwrite")
+
+
+def write_run(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
+    """Write result.h5ad, clusters.csv, loss.csv, model.pt, config.toml, metrics.json and figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    adata = result.adata
+    if plots:
+        from .plotting import loss_plot, umap_plot
+
+        umap_plot(adata, out / "umap.png", seed=result.config.seed)
+        loss_plot(result.loss_table, out / "loss.png")
+        written += [out / "umap.png", out / "loss.png"]
+    write_h5ad(adata, out / "result.h5ad")
+    clusters = pd.DataFrame({"cell": adata.obs_names, "cluster": adata.obs["scsc_cluster"].to_numpy()})
+    if "label" in adata.obs:
+        clusters["label"] = adata.obs["label"].to_numpy()
+    write_csv(clusters, out / "clusters.csv", index=False)
+    write_csv(result.loss_table, out / "loss.csv", index=False)
+    save_checkpoint({"encoder": result.model.encoder.state_dict(), "fusion": result.model.fusion.state_dict(),
+                     "head": result.model.head.state_dict(), "config": result.config.to_dict(),
+                     "fingerprint": result.checkpoint.get("fingerprint")}, out / "model.pt")
+    result.config.save(out / "config.toml")
+    written += [out / f for f in ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "config.toml")]
+    if result.metrics:
+        atomic_write_text(out / "metrics.json", json.dumps(result.metrics, indent=2))
+        written.append(out / "metrics.json")
+    return written
