@@ -11,7 +11,9 @@ from .api import RunResult, save_checkpoint
 from .data.io import atomic_write_text, write_csv, write_h5ad
 from .errors import ScscError
 
-RESULT_FILES = ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "metrics.json", "config.toml")
+#: Files of an earlier clustering run that a new run must not silently replace (config.toml, which
+#: ``scsc pretrain`` also writes, is regenerated and kept inside every checkpoint).
+RESULT_FILES = ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "metrics.json")
 
 
 def check_out_dir(out: Path, overwrite: bool, files: tuple[str, ...] = RESULT_FILES) -> None:

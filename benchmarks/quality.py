@@ -1,0 +1,145 @@
+"""Quality and speed of scsc against peers on every shared dataset, computed in one run.
+
+For each dataset: the standard scanpy pipeline (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN graph)
+with Leiden at the default resolution, Leiden with the resolution searched to give the true K, and KMeans
+(true K) on 50 PCs; then ``scsc cluster`` with the default config for each seed (K = true number of types,
+as for the peers). Each run happens in a fresh worker process so that its peak RSS is its own.
+
+    python benchmarks/quality.py --seeds 0 1 2 --out benchmarks/results/quality.csv
+
+Writes the CSV and prints a markdown table; ``benchmarks/report.py`` turns CSVs into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+PUBLISHED = {"Grace_CITE_CBMC_counts_top2000": {"ari": 0.6756, "nmi": 0.6871, "acc": 0.7470}}
+
+
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _baselines(path: str) -> list[dict]:
+    import scanpy as sc
+    from sklearn.cluster import KMeans
+
+    from scsc.data.io import read
+    from scsc.evaluate import score
+
+    a = read(path)
+    y = a.obs["label"].to_numpy()
+    k = len(np.unique(y))
+    t0 = time.perf_counter()
+    sc.pp.filter_genes(a, min_cells=3)
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, n_top_genes=min(2000, a.n_vars - 1))
+    a = a[:, a.var["highly_variable"]].copy()
+    sc.pp.scale(a, max_value=10)
+    sc.pp.pca(a, n_comps=50, random_state=0)
+    sc.pp.neighbors(a, n_neighbors=15, random_state=0)
+    t_prep = time.perf_counter() - t0
+    rows = []
+    t0 = time.perf_counter()
+    sc.tl.leiden(a, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    rows.append({"method": "leiden_default", "seconds": t_prep + time.perf_counter() - t0,
+                 **score(y, a.obs["leiden"])})
+    t0 = time.perf_counter()
+    lo, hi, best = 0.01, 5.0, None
+    for _ in range(25):
+        res = (lo + hi) / 2
+        sc.tl.leiden(a, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=0,
+                     key_added="lk")
+        n = a.obs["lk"].nunique()
+        best = a.obs["lk"].copy()
+        if n == k:
+            break
+        lo, hi = (res, hi) if n < k else (lo, res)
+    rows.append({"method": "leiden_true_k", "seconds": t_prep + time.perf_counter() - t0, **score(y, best)})
+    t0 = time.perf_counter()
+    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(a.obsm["X_pca"])
+    rows.append({"method": "kmeans_pca50", "seconds": t_prep + time.perf_counter() - t0,
+                 **score(y, km.labels_)})
+    return rows
+
+
+def _scsc(path: str, seed: int, overrides: list[str]) -> list[dict]:
+    import torch
+
+    import scsc
+    from scsc.config import RunConfig
+
+    torch.set_num_threads(2)
+    a = scsc.read(path)
+    k = a.obs["label"].nunique()
+    cfg = RunConfig().override(list(overrides))
+    t0 = time.perf_counter()
+    r = scsc.run(a, n_clusters=k, config=cfg, seed=seed)
+    secs = time.perf_counter() - t0
+    return [{"method": "scsc", "seed": seed, "seconds": secs, **r.metrics["scsc"],
+             **{f"stage_{k}": v for k, v in r.timings.items()}},
+            {"method": "scsc_pretrain_kmeans", "seed": seed, "seconds": np.nan, **r.metrics["pretrain_kmeans"]}]
+
+
+def _worker(fn, args, queue):
+    try:
+        rows = fn(*args)
+        peak = _peak_gb()
+        for r in rows:
+            r["peak_rss_gb"] = peak
+        queue.put(rows)
+    except Exception as exc:  # pragma: no cover - reported in the table
+        queue.put([{"method": getattr(fn, "__name__", "?"), "error": repr(exc)}])
+
+
+def in_process(fn, *args) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_worker, args=(fn, args, q))
+    p.start()
+    rows = q.get()
+    p.join()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="*", default=None, help="dataset stems (default: all)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
+    ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
+    args = ap.parse_args()
+    files = sorted(DATA.glob("*.h5"))
+    if args.datasets:
+        files = [f for f in files if f.stem in args.datasets]
+    rows = []
+    for f in files:
+        if not args.no_baselines:
+            for r in in_process(_baselines, str(f)):
+                rows.append({"dataset": f.stem, **r})
+        for seed in args.seeds:
+            for r in in_process(_scsc, str(f), seed, args.sets):
+                rows.append({"dataset": f.stem, **r})
+        df = pd.DataFrame(rows)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.out, index=False)
+        cur = df[df.dataset == f.stem]
+        print(cur[[c for c in ("method", "seed", "ari", "nmi", "acc", "seconds", "peak_rss_gb") if c in cur]]
+              .to_string(index=False), flush=True)
+    summary = df.groupby(["dataset", "method"])[["ari", "nmi"]].mean().unstack("method")
+    print(summary.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
