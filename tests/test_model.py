@@ -49,7 +49,8 @@ def test_same_seed_same_labels_and_labels_never_used(sim):
     shuffled.obs["label"] = pd.Categorical(np.random.default_rng(0).permutation(sim.obs["label"].to_numpy()))
     b = scsc.run(shuffled, n_clusters=3, config=cfg, seed=3)
     assert np.array_equal(a.labels, b.labels)
-    assert np.allclose(a.embedding, b.embedding)
+    # Flash attention may reorder float sums between calls in one process: equal up to float32 noise.
+    assert np.allclose(a.embedding, b.embedding, atol=1e-4)
     nolab = sim.copy()
     del nolab.obs["label"]
     c = scsc.run(nolab, n_clusters=3, config=cfg, seed=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from . import data, run  # noqa: F401  (registers the commands)
+from . import ablate, annotate, data, run  # noqa: F401  (registers the commands)
 from .app import app
 
 

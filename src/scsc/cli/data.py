@@ -25,7 +25,7 @@ def components(as_json: bool = typer.Option(False, "--json", help="Print JSON in
     Built-ins and installed plugins (entry-point group [bold]scsc[/]) register the same way; block a plugin
     with SCSC_BLOCK_PLUGINS=name.
     """
-    from .. import components as list_components
+    from .. import list_components
 
     rows = list_components()
     if as_json:

@@ -58,29 +58,41 @@ def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
 
 
 def ppr_diffusion(a: sp.spmatrix, alpha: float = 0.5, eps: float = 1e-4, topk: int | None = 32,
-                  max_steps: int = 100) -> sp.csr_matrix:
+                  max_steps: int = 100, block_rows: int | None = None) -> sp.csr_matrix:
     """Sparse approximation of Â_d = α (I − (1−α) Ŝ)⁻¹, Ŝ = D^{-1/2}(A+I)D^{-1/2} (N × N, CSR).
 
     Sums the Neumann series α Σ_t ((1−α)Ŝ)^t term by term, dropping entries below ``eps`` after every
     step, until the remaining tail mass (1−α)^{t+1} is below ``eps``; then keeps the ``topk`` largest
-    entries per row. Never inverts and never densifies; memory is O(N · entries kept per row).
+    entries per row. Never inverts and never densifies.
+
+    Rows are computed ``block_rows`` at a time (row block R: term ← (1−α) term Ŝ from α E_R), and each block
+    is cut to ``topk`` before the next starts. Before pruning, one step of the whole matrix at once can hold
+    up to ~1/eps entries per row (a large fraction of N × N at 10k cells); blocking bounds that working set
+    to O(block_rows · N) on top of the O(N · topk) result. Default: about 4M entries per block.
     """
     s = sym_normalize(a)
     n = s.shape[0]
-    term = sp.identity(n, dtype=np.float32, format="csr") * alpha
-    total = term.copy()
     decay = 1.0 - alpha
-    for step in range(1, max_steps + 1):
-        term = (s @ term).tocsr() * decay
-        term.data[term.data < eps] = 0.0
-        term.eliminate_zeros()
-        total = (total + term).tocsr()
-        if term.nnz == 0 or decay ** (step + 1) < eps:
-            break
-    total.sort_indices()
-    if topk is not None:
-        total = keep_topk_per_row(total, topk)
-    return sp.csr_matrix(total, dtype=np.float32)
+    if block_rows is None:
+        block_rows = max(64, (1 << 22) // max(n, 1))
+    blocks = []
+    for start in range(0, n, block_rows):
+        rows = np.arange(start, min(n, start + block_rows))
+        term = sp.csr_matrix((np.full(rows.size, alpha, dtype=np.float32), (np.arange(rows.size), rows)),
+                             shape=(rows.size, n))
+        total = term.copy()
+        for step in range(1, max_steps + 1):
+            term = (term @ s).tocsr() * decay
+            term.data[term.data < eps] = 0.0
+            term.eliminate_zeros()
+            total = (total + term).tocsr()
+            if term.nnz == 0 or decay ** (step + 1) < eps:
+                break
+        total.sort_indices()
+        if topk is not None:
+            total = keep_topk_per_row(total, topk)
+        blocks.append(total)
+    return sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32)
 
 
 def keep_topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

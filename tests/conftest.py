@@ -1,0 +1,89 @@
+"""Shared fixtures: the real data folder beside the repository, and one small simulated data set.
+
+The suite is meant to run on a small shared machine: torch and the BLAS libraries use one thread, and every
+test works on a few hundred simulated cells unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+#: Real labelled data sets live beside the repository (see ../shared/datasets/README.md), never inside it.
+SHARED_DATASETS = Path(__file__).parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The folder of real data sets; the test is skipped when it is missing."""
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"real data sets not found at {SHARED_DATASETS} "
+                    "(expected ../shared/datasets beside the repository)")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def shared_file(shared_datasets):
+    """``shared_file(name)``: a file of the shared data folder, or a skip naming it."""
+
+    def get(name: str) -> Path:
+        path = shared_datasets / name
+        if not path.is_file():
+            pytest.skip(f"real data set {name} not found in {shared_datasets}")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def small_sim():
+    """300 cells × 500 genes, 3 types (``scsc.data.simulate.Simulation``)."""
+    from scsc.data.simulate import simulate
+
+    return simulate(n_cells=300, n_types=3, n_genes=500)
+
+
+@pytest.fixture(scope="session")
+def small_h5(tmp_path_factory, small_sim) -> Path:
+    """``small_sim`` written in the ``.h5`` exchange format (X counts, Y labels, gene_names)."""
+    from scsc.data.io import write_h5_counts
+
+    path = tmp_path_factory.mktemp("sim") / "sim300.h5"
+    write_h5_counts(path, small_sim.counts, small_sim.labels.astype("S"), small_sim.genes)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_adata(small_sim):
+    """``small_sim`` as an AnnData of counts with ``obs["label"]``."""
+    return small_sim.to_anndata()
+
+
+@pytest.fixture(scope="session")
+def runner():
+    from typer.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def cli_app():
+    from scsc.cli import app
+
+    return app
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

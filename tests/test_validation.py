@@ -1,0 +1,312 @@
+"""Bad input reaches the user as one line naming the file and the problem, exit code 2, no traceback.
+
+Every case is fed to ``scsc info``, ``scsc pretrain`` and ``scsc cluster``. The training commands must refuse
+bad data *before* any training starts (a guard below fails the test if a model is ever built) and must leave
+nothing in ``--out``.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from scsc.config import PreprocessConfig
+from scsc.data.io import read
+from scsc.data.preprocess import preprocess
+
+
+# --------------------------------------------------------------------------- bad files
+def _counts(n=40, g=30, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).poisson(2.0, size=(n, g)).astype(np.float64)
+
+
+def _h5(path: Path, x, y=None) -> Path:
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=x)
+        if y is not None:
+            f.create_dataset("Y", data=y)
+    return path
+
+
+def missing(tmp: Path) -> Path:
+    return tmp / "does_not_exist.h5"
+
+
+def corrupt_h5(tmp: Path) -> Path:
+    path = tmp / "corrupt.h5"
+    path.write_bytes(np.random.default_rng(1).bytes(4096))
+    return path
+
+
+def truncated_h5(tmp: Path) -> Path:
+    good = _h5(tmp / "good.h5", _counts())
+    path = tmp / "truncated.h5"
+    path.write_bytes(good.read_bytes()[:1000])
+    return path
+
+
+def no_x(tmp: Path) -> Path:
+    path = tmp / "no_x.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("counts", data=_counts())
+        f.create_dataset("Y", data=np.zeros(40))
+    return path
+
+
+def string_x(tmp: Path) -> Path:
+    x = np.array([[f"v{i}{j}" for j in range(30)] for i in range(40)], dtype=object)
+    path = tmp / "string_x.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=x, dtype=h5py.string_dtype())
+    return path
+
+
+def csv_text_column(tmp: Path) -> Path:
+    df = pd.DataFrame(_counts().astype(int), index=[f"c{i}" for i in range(40)],
+                      columns=[f"g{j}" for j in range(30)])
+    df["g7"] = ["high" if i % 2 else "low" for i in range(40)]
+    path = tmp / "text_column.csv"
+    df.to_csv(path)
+    return path
+
+
+def tsv_gz_text_column(tmp: Path) -> Path:
+    df = pd.DataFrame(_counts().astype(int), index=[f"c{i}" for i in range(40)],
+                      columns=[f"g{j}" for j in range(30)])
+    df["g3"] = "n/a?"
+    path = tmp / "text_column.tsv.gz"
+    with gzip.open(path, "wt") as fh:
+        df.to_csv(fh, sep="\t")
+    return path
+
+
+def with_nan(tmp: Path) -> Path:
+    x = _counts()
+    x[3, 4] = np.nan
+    return _h5(tmp / "nan.h5", x)
+
+
+def with_inf(tmp: Path) -> Path:
+    x = _counts()
+    x[5, 6] = np.inf
+    return _h5(tmp / "inf.h5", x)
+
+
+def negative(tmp: Path) -> Path:
+    x = _counts()
+    x[2, 2] = -3
+    return _h5(tmp / "negative.h5", x)
+
+
+def label_length(tmp: Path) -> Path:
+    return _h5(tmp / "labels.h5", _counts(), y=np.arange(39) % 3)
+
+
+def all_zero(tmp: Path) -> Path:
+    return _h5(tmp / "all_zero.h5", np.zeros((40, 30)))
+
+
+def genes_too_rare(tmp: Path) -> Path:
+    # Every gene is seen in a single cell: the min_cells=3 gene filter leaves no gene.
+    return _h5(tmp / "rare_genes.h5", np.eye(40, 30) * 5)
+
+
+def too_few_cells(tmp: Path) -> Path:
+    return _h5(tmp / "five_cells.h5", _counts(n=5))
+
+
+def empty_cells_leave_too_few(tmp: Path) -> Path:
+    x = _counts()
+    x[6:] = 0  # 6 cells with counts < k + 1 = 11
+    return _h5(tmp / "mostly_empty.h5", x)
+
+
+def normalised(tmp: Path) -> Path:
+    x = _counts()
+    x = np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4)
+    return _h5(tmp / "lognorm.h5", x)
+
+
+@dataclass
+class Case:
+    make: Callable[[Path], Path]
+    problem: tuple[str, ...]  # every string must appear in the message
+    #: The file itself is unreadable or invalid, so ``info`` refuses it too. Otherwise the file is fine to
+    #: describe and only clustering (which needs k + 1 cells, expressed genes and raw counts) refuses it.
+    file_level: bool = True
+
+
+CASES = {
+    "missing": Case(missing, ("no such file",)),
+    "corrupt_random_bytes": Case(corrupt_h5, ("not an HDF5 file",)),
+    "truncated_h5": Case(truncated_h5, ("corrupt",)),
+    "h5_without_X": Case(no_x, ("no dataset 'X'", "counts")),
+    "string_X": Case(string_x, ("non-numeric",)),
+    "csv_text_column": Case(csv_text_column, ("non-numeric", "g7")),
+    "tsv_gz_text_column": Case(tsv_gz_text_column, ("non-numeric", "g3")),
+    "nan": Case(with_nan, ("NaN",)),
+    "inf": Case(with_inf, ("infinite",)),
+    "negative": Case(negative, ("negative",)),
+    "label_length": Case(label_length, ("39 labels", "40 cells")),
+    "all_zero": Case(all_zero, ("no gene is expressed",), file_level=False),
+    "genes_too_rare": Case(genes_too_rare, ("no gene is expressed in at least 3 cells",), file_level=False),
+    "five_cells_k10": Case(too_few_cells, ("only 5 cells", "at least 11"), file_level=False),
+    "empty_cells_leave_six": Case(empty_cells_leave_too_few, ("only 6 cells", "at least 11"),
+                                  file_level=False),
+    "normalised_values": Case(normalised, ("not integer counts", "--log-normalized"), file_level=False),
+}
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail loudly if a command gets as far as building a model: validation must come first."""
+    import scsc.api
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built: input validation must happen before training")
+
+    monkeypatch.setattr(scsc.api, "_build_model", refuse)
+
+
+def assert_user_error(result, path: Path | None, problem: tuple[str, ...]) -> None:
+    out = result.output
+    assert result.exit_code == 2, \
+        f"exit code {result.exit_code}, output:\n{out}\nexception: {result.exception!r}"
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{out}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    if path is not None:
+        assert str(path) in line, f"message does not name the file: {line}"
+    for text in problem:
+        assert text in line, f"{text!r} not in message: {line}"
+
+
+def assert_nothing_written(out_dir: Path) -> None:
+    assert not out_dir.exists() or not any(out_dir.iterdir()), sorted(out_dir.iterdir())
+
+
+# --------------------------------------------------------------------------- the cases
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.file_level])
+def test_info_refuses_bad_file(name, tmp_path, runner, cli_app):
+    case = CASES[name]
+    path = case.make(tmp_path)
+    for extra in ([], ["--json"]):
+        result = runner.invoke(cli_app, ["info", str(path), *extra])
+        assert_user_error(result, path, case.problem)
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if not c.file_level])
+def test_info_describes_files_that_only_clustering_refuses(name, tmp_path, runner, cli_app):
+    """``info`` is a description: an all-zero or normalised matrix is reported, not refused."""
+    import json
+
+    path = CASES[name].make(tmp_path)
+    result = runner.invoke(cli_app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    if name == "all_zero":
+        assert facts["empty_cells"] == facts["cells"] == 40
+    if name == "normalised_values":
+        assert facts["raw_counts"] is False
+
+
+@pytest.mark.parametrize("command", ["cluster", "pretrain"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_training_commands_refuse_bad_input_before_training(name, command, tmp_path, runner, cli_app,
+                                                            no_training):
+    case = CASES[name]
+    path = case.make(tmp_path)
+    out_dir = tmp_path / "run"
+    args = [command, str(path), "--out", str(out_dir), "--quiet"]
+    result = runner.invoke(cli_app, args + (["--no-plots"] if command == "cluster" else []))
+    assert_user_error(result, path, case.problem)
+    assert_nothing_written(out_dir)
+
+
+def test_path_with_brackets_is_printed_verbatim(tmp_path, runner, cli_app):
+    """File names are not rich markup: ``[abc]`` must survive in the message."""
+    path = tmp_path / "sample[abc]" / "x[bold].h5"
+    path.parent.mkdir()
+    path.write_bytes(b"not hdf5 at all")
+    result = runner.invoke(cli_app, ["info", str(path)])
+    assert_user_error(result, path, ("not an HDF5 file",))
+
+
+def test_unknown_format(tmp_path, runner, cli_app):
+    path = tmp_path / "counts.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    assert_user_error(runner.invoke(cli_app, ["info", str(path)]), path, ("unknown format",))
+
+
+# --------------------------------------------------------------------------- options
+@pytest.mark.parametrize("option", ["--augment", "--encoder", "--fusion", "--cluster"])
+def test_unknown_component_lists_valid_names(option, small_h5, tmp_path, runner, cli_app, no_training):
+    out_dir = tmp_path / "run"
+    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), option, "nope", "-q"])
+    # Built-in names; installed plugins may add more to the list.
+    valid = {"--augment": ("dual", "graph", "noise", "none"), "--encoder": ("ae", "graph", "siamese"),
+             "--fusion": ("mean", "siamese"), "--cluster": ("dec", "kmeans", "sinkhorn")}[option]
+    assert_user_error(result, None, ("'nope'", "valid: ", *valid))
+    assert_nothing_written(out_dir)
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("loss.nope=1", ("unknown key 'nope'", "zinb")),
+    ("nope.k=1", ("unknown key 'nope'", "graph")),
+    ("graph.k=ten", ("k", "invalid value 'ten'")),
+    ("graph.k=1.5", ("invalid value 1.5",)),
+    ("loss=1", ("[loss] must be a table",)),
+    ("graph.k.x=1", ("'k' is not a section",)),
+    ("graph.k", ("expected section.key=value",)),
+    ("components.cluster=nope", ("unknown cluster component 'nope'", "sinkhorn")),
+])
+def test_bad_set_is_refused(setting, problem, small_h5, tmp_path, runner, cli_app, no_training):
+    out_dir = tmp_path / "run"
+    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), "--set", setting, "-q"])
+    assert_user_error(result, None, problem)
+    assert_nothing_written(out_dir)
+
+
+def test_missing_config_file(small_h5, tmp_path, runner, cli_app, no_training):
+    cfg = tmp_path / "nope.toml"
+    out_dir = tmp_path / "run"
+    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), "-c", str(cfg)])
+    assert_user_error(result, cfg, ("config file not found",))
+
+
+def test_existing_results_are_not_overwritten(small_h5, tmp_path, runner, cli_app, no_training):
+    out_dir = tmp_path / "run"
+    out_dir.mkdir()
+    (out_dir / "result.h5ad").write_text("earlier run")
+    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), "-q"])
+    assert_user_error(result, out_dir, ("result.h5ad", "--overwrite"))
+    assert (out_dir / "result.h5ad").read_text() == "earlier run"
+
+
+# --------------------------------------------------------------------------- --log-normalized
+def test_log_normalized_input_is_accepted_with_the_flag(tmp_path):
+    path = normalised(tmp_path)
+    adata = read(path)
+    with pytest.raises(Exception, match="--log-normalized"):
+        preprocess(adata, PreprocessConfig(), min_cells_required=11, source=path)
+    prepared = preprocess(adata, PreprocessConfig(log_normalized=True), min_cells_required=11, source=path)
+    assert prepared.counts is None
+    assert prepared.x.shape[0] == 40 and np.isfinite(prepared.x).all()
+    assert np.all(prepared.size_factors == 1.0)
+
+
+def test_log_normalized_flag_reaches_the_config():
+    from scsc.cli.run import build_config
+
+    cfg = build_config(None, None, **{"preprocess.log_normalized": True})
+    assert cfg.preprocess.log_normalized is True
+    assert build_config(None, None, **{"preprocess.log_normalized": False}).preprocess.log_normalized is False
