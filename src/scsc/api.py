@@ -58,7 +58,7 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
         cfg = RunConfig.from_toml(config)
     dotted = {}
     for key, value in overrides.items():
-        if value is None and key != "n_clusters":
+        if value is None:
             continue
         if key == "n_clusters":
             dotted["cluster.n_clusters"] = value
@@ -221,8 +221,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
         registry: Registry | None = None, source: str | None = None, **overrides: Any) -> RunResult:
     """:func:`cluster` with every intermediate returned as a :class:`RunResult`."""
-    cfg = make_config(config, n_clusters=n_clusters, **overrides) if n_clusters is not None else \
-        make_config(config, **overrides)
+    cfg = make_config(config, n_clusters=n_clusters, **overrides)
     check_device(cfg.device)
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters < 2:
         raise ConfigError("n_clusters must be at least 2")
