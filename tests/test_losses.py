@@ -11,13 +11,13 @@ from scsc.components.cluster import sinkhorn_plan, student_t
 from scsc.losses import (adjacency_loss, cross_correlation_feature, cross_correlation_sample, js_divergence,
                          soft_readout, zinb_nll)
 
-torch.set_default_dtype(torch.float64)
-
-
 @pytest.fixture(autouse=True)
-def _float32_after():
+def _float64_inside_these_tests():
+    # Exact comparisons need float64; restore the default so no other test sees it.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 def dense_sample_loss(u, v):

@@ -95,7 +95,8 @@ def _fingerprint(prepared: Prepared) -> dict[str, Any]:
 def _build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
     fp = _fingerprint(prepared)
     model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
-    return model.to(config.device)
+    # Explicit float32: the data are float32 whatever torch's default dtype is in the caller's session.
+    return model.to(device=config.device, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------- results
