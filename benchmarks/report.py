@@ -64,6 +64,13 @@ def timing_section(df: pd.DataFrame) -> str:
              "| dataset | cells | command | seconds | peak GB |", "|---|---|---|---|---|"]
     for _, r in df.iterrows():
         lines.append(f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.0f} | {r.peak_gb:.2f} |")
+    lines.append("")
+    for ds, part in df.groupby("dataset", sort=False):
+        mine = part[part.command.str.startswith("scsc")]
+        peer = part[~part.command.str.startswith("scsc")]
+        if len(mine) and len(peer):
+            lines.append(f"- {ds}: scsc / scanpy = {mine.seconds.iloc[0] / peer.seconds.iloc[0]:.1f}× time, "
+                         f"{mine.peak_gb.iloc[0] / peer.peak_gb.iloc[0]:.1f}× peak memory.")
     return "\n".join(lines)
 
 
@@ -80,6 +87,10 @@ def main() -> None:
     parts.append(quality_section(pd.read_csv(args.quality)))
     if args.timing and args.timing.exists():
         parts += ["", timing_section(pd.read_csv(args.timing))]
+    # Other studies saved as markdown (e.g. `scsc ablate` summaries) follow, their headings one level down.
+    for extra in sorted(args.quality.parent.glob("*.md")):
+        text = extra.read_text().replace("\n# ", "\n## ")
+        parts += ["", "#" + text if text.startswith("# ") else text]
     args.out.write_text("\n".join(parts) + "\n")
     print(f"wrote {args.out}")
 
