@@ -39,6 +39,7 @@ class ReferenceClassifier:
     def transform(self, x: sp.csr_matrix, counts: bool) -> np.ndarray:
         """N × len(genes) expression (counts or log-normalised) → N × n_pcs."""
         lx = size_factor_log1p(x, self.target)[0] if counts else sp.csr_matrix(x, dtype=np.float32)
+        # cells × reference HVGs (N × ≤2000): linear in N
         dense = np.asarray(lx[:, self.hvg].toarray(), dtype=np.float64)
         z = np.clip((dense - self.mean) / self.std, -10, 10)
         return self.pca.transform(z)
@@ -72,6 +73,7 @@ def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bo
         hvg = ok[tmp.var["highly_variable"].to_numpy()]
     else:
         hvg = ok
+    # cells × reference HVGs (N × ≤2000): linear in N
     dense = np.asarray(lx[:, hvg].toarray(), dtype=np.float64)
     mean = dense.mean(axis=0)
     std = dense.std(axis=0)
