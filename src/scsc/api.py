@@ -122,14 +122,16 @@ class RunResult:
 
 
 def versions() -> dict[str, str]:
-    import anndata
-    import ot
-    import scanpy
-    import sklearn
+    """Versions of scsc and the libraries that shape its results (from package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"scsc": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
-            "anndata": anndata.__version__, "scanpy": scanpy.__version__, "pot": ot.__version__,
-            "scikit-learn": sklearn.__version__}
+    out = {"scsc": __version__, "python": platform.python_version()}
+    for dist in ("torch", "anndata", "scanpy", "pot", "scikit-learn"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
 
 
 def estimate_n_clusters(z: np.ndarray, resolution: float = 1.0, seed: int = 0) -> int:
