@@ -243,6 +243,8 @@ def _coerce(fld: dataclasses.Field, current: Any, value: Any, where: str) -> Any
                     raise ValueError
                 return value.lower() == "true"
             return bool(value)
+        if isinstance(value, bool) and hint != "bool":
+            raise ValueError  # TOML true/false is not a number: k=true must not become k=1
         if "int" in hint and "list" not in hint and "float" not in hint:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError

@@ -38,6 +38,11 @@ def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -
     return cfg
 
 
+def default_out(data: Path) -> Path:
+    """The run folder when --out is omitted: ``<data stem>_scsc`` in the current folder."""
+    return Path(f"{Path(data).name.split('.')[0]}_scsc")
+
+
 def _read(path: Path, layer, label_key, transpose):
     from ..data.io import read
 
@@ -70,7 +75,7 @@ def pretrain(
     from ..api import save_checkpoint
     from ..outputs import check_out_dir
 
-    out = out or Path(f"{Path(data).name.split('.')[0]}_scsc")
+    out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.encoder": encoder, "preprocess.log_normalized": log_normalized})
     check_out_dir(out, overwrite, ("pretrain.pt",))
@@ -122,7 +127,7 @@ def cluster(
     from ..api import run
     from ..outputs import check_out_dir, write_run
 
-    out = out or Path(f"{Path(data).name.split('.')[0]}_scsc")
+    out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs, "cluster.n_clusters": n_clusters,

@@ -52,6 +52,8 @@ def read(
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     name = path.name.lower()
+    if layer is not None and not name.endswith(".h5ad"):
+        raise InputError(f"{path}: --layer applies to .h5ad files only")
     if path.is_dir():
         adata = _read_mtx_dir(path)
     elif name.endswith(".h5ad"):
@@ -64,8 +66,6 @@ def read(
         raise InputError(
             f"{path}: unknown format (expected .h5, .h5ad, 10x .h5, a 10x mtx folder, .csv or .tsv)"
         )
-    if layer is not None and not name.endswith(".h5ad"):
-        raise InputError(f"{path}: --layer applies to .h5ad files only")
     _check_matrix(adata, path)
     adata.uns["scsc_input"] = {"path": str(path), "format": _format_name(path)}
     return adata

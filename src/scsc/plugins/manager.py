@@ -91,8 +91,8 @@ def make_plugin_manager() -> pluggy.PluginManager:
     for name in blocked:
         pm.set_blocked(name)
     for modname in BUILTIN_MODULES:
-        if modname not in blocked:
-            pm.register(importlib.import_module(modname), name=modname)
+        # A blocked name is skipped by pluggy itself (register returns None).
+        pm.register(importlib.import_module(modname), name=modname)
     pm.load_setuptools_entrypoints(PROJECT)
     pm.check_pending()
     return pm
