@@ -69,13 +69,13 @@ def _baselines(path: str) -> list[dict]:
     return rows
 
 
-def _scsc(path: str, seed: int, overrides: list[str]) -> list[dict]:
+def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2) -> list[dict]:
     import torch
 
     import scsc
     from scsc.config import RunConfig
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     a = scsc.read(path)
     k = a.obs["label"].nunique()
     cfg = RunConfig().override(list(overrides))
@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each scsc run")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
     args = ap.parse_args()
     files = sorted(DATA.glob("*.h5"))
@@ -125,7 +126,7 @@ def main() -> None:
             for r in in_process(_baselines, str(f)):
                 rows.append({"dataset": f.stem, **r})
         for seed in args.seeds:
-            for r in in_process(_scsc, str(f), seed, args.sets):
+            for r in in_process(_scsc, str(f), seed, args.sets, args.threads):
                 rows.append({"dataset": f.stem, **r})
         df = pd.DataFrame(rows)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from scipy.spatial.distance import jensenshannon
 
 from scsc.components.cluster import sinkhorn_plan, student_t
 from scsc.losses import (adjacency_loss, cross_correlation_feature, cross_correlation_sample, js_divergence,
-                         soft_readout, zinb_nll)
+                         soft_readout, zinb_nll, zinb_nll_chunked)
 
 @pytest.fixture(autouse=True)
 def _float64_inside_these_tests():
@@ -110,6 +110,31 @@ def test_zinb_matches_scipy_and_passes_gradient_to_mean():
     assert got.item() == pytest.approx(expected, rel=1e-6)
     got.backward()
     assert mean.grad is not None and mean.grad.abs().sum() > 0
+
+
+def test_chunked_zinb_equals_the_whole_likelihood_in_value_and_gradient():
+    torch.manual_seed(7)
+    head = torch.nn.Linear(8, 3 * 30)
+
+    def params(h):
+        m, d, p = head(h).split(30, dim=1)
+        return torch.exp(m).clamp(1e-5, 1e6), F.softplus(d) + 1e-4, torch.sigmoid(p)
+
+    hidden = torch.randn(101, 8, requires_grad=True)
+    counts = torch.poisson(torch.rand(101, 30) * 3)
+    sf = torch.rand(101) + 0.5
+    whole = zinb_nll(counts, *params(hidden), sf)
+    whole.backward()
+    expected = [w.grad.clone() for w in (*head.parameters(), hidden)]
+    head.zero_grad()
+    hidden.grad = None
+    chunked = zinb_nll_chunked(params, hidden, counts, sf, chunk=16)  # 7 chunks, the last one short
+    chunked.backward()
+    assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
+    for got, want in zip([w.grad for w in (*head.parameters(), hidden)], expected):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        assert zinb_nll_chunked(params, hidden, counts, sf, chunk=16).item() == pytest.approx(whole.item(), rel=1e-6)
 
 
 def test_sinkhorn_plan_meets_marginals_and_survives_degenerate_q():

@@ -75,6 +75,27 @@ def test_zero_weight_removes_term(sim):
     assert "prop" not in clu or clu["prop"].isna().all()
 
 
+def test_warmup_trains_without_clustering_loss_then_reinitialises_the_head(sim, monkeypatch):
+    from scsc.components.cluster import SinkhornHead
+
+    seen = []
+    original = SinkhornHead.init
+
+    def recording_init(self, z, n_clusters):
+        seen.append(z.detach().clone())
+        return original(self, z, n_clusters)
+
+    monkeypatch.setattr(SinkhornHead, "init", recording_init)
+    r = scsc.run(sim, n_clusters=3, config=fast_config("cluster.epochs=6", "cluster.warmup_epochs=3"), seed=4)
+    clu = r.loss_table.query("stage == 'cluster'")
+    assert list(clu["epoch"]) == list(range(6))
+    assert clu["clu"].iloc[:3].isna().all() and clu["clu"].iloc[3:].notna().all()
+    assert clu["rec_x"].notna().all()
+    # Initialised on the pretrained embedding, then again on the embedding refined by the warm-up.
+    assert len(seen) == 2 and not torch.allclose(seen[0], seen[1])
+    assert len(np.unique(r.labels)) >= 2
+
+
 def test_per_cell_fusion_weights_and_published_variant(sim):
     r = scsc.run(sim, n_clusters=3, config=fast_config("model.fusion_weights=cell"))
     assert r.model.fusion.a.shape == (240, 20)

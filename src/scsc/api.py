@@ -264,7 +264,14 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     timings["init"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    history = list(ckpt.get("history", [])) + train_clustering(model, data, cfg, generator, reporter)
+    history = list(ckpt.get("history", []))
+    warmup = max(0, min(cfg.cluster.warmup_epochs, cfg.cluster.epochs))
+    if warmup > 0:
+        history += train_clustering(model, data, cfg, generator, reporter, epochs=warmup,
+                                    exclude=frozenset({"clu"}), stage="cluster: warm-up")
+        model.head.init(model.embed(data), k)
+    history += train_clustering(model, data, cfg, generator, reporter, epochs=cfg.cluster.epochs - warmup,
+                                start_epoch=warmup)
     z = model.embed(data)
     labels = model.head.predict(z)
     timings["cluster"] = time.perf_counter() - t0

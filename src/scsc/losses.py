@@ -7,6 +7,8 @@ uniformly sampled cell pairs. ``tests/test_losses.py`` checks every fast form ag
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -92,6 +94,34 @@ def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factor
     nonzero_case = torch.log(1.0 - pi + eps) + nb
     ll = torch.where(counts < 0.5, zero_case, nonzero_case)
     return -ll.mean()
+
+
+def zinb_nll_chunked(params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], hidden: Tensor,
+                     counts: Tensor, size_factors: Tensor, chunk: int = 256) -> Tensor:
+    """:func:`zinb_nll` of ``counts`` (N × G) under ``params(hidden)``, computed over row chunks.
+
+    ``params`` maps decoder states (n × h) to (mean, disp, pi), each n × G. When gradients are needed, each
+    chunk runs under activation checkpointing: the forward pass keeps no n × G intermediate and the backward
+    pass recomputes one chunk at a time, so peak memory follows ``chunk`` × G instead of about twenty N × G
+    tensors. The value equals the unchunked mean up to the order of float summation.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    n = hidden.shape[0]
+    if n <= chunk:
+        return zinb_nll(counts, *params(hidden), size_factors)
+
+    def chunk_sum(h: Tensor, c: Tensor, s: Tensor) -> Tensor:
+        return zinb_nll(c, *params(h), s) * c.shape[0]
+
+    # The reentrant form runs the forward pass without saving anything (the non-reentrant form kept every
+    # chunk's intermediates alive until backward here); it needs an input that requires grad.
+    grad = torch.is_grad_enabled() and hidden.requires_grad
+    total = hidden.new_zeros(())
+    for i in range(0, n, chunk):
+        args = (hidden[i:i + chunk], counts[i:i + chunk], size_factors[i:i + chunk])
+        total = total + (checkpoint(chunk_sum, *args, use_reentrant=True) if grad else chunk_sum(*args))
+    return total / n
 
 
 def adjacency_loss(z: Tensor, edge_index: Tensor, edge_weight: Tensor, n_negatives: int,

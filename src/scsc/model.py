@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .config import RunConfig
 from .data.bundle import TrainData
-from .losses import adjacency_loss, zinb_nll
+from .losses import adjacency_loss, zinb_nll_chunked
 from .plugins import Registry, get_registry
 
 
@@ -95,11 +95,10 @@ class ScSiameseClu(nn.Module):
                 m = self.config.loss.zinb_cells
                 if 0 < m < data.n_cells:
                     idx = torch.randperm(data.n_cells, generator=generator)[:m].to(z.device)
-                    p = enc.ae.zinb(hidden[idx])
-                    terms["zinb"] = zinb_nll(data.counts[idx], p.mean, p.disp, p.pi, data.size_factors[idx])
+                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden[idx], data.counts[idx],
+                                                     data.size_factors[idx])
                 else:
-                    p = enc.ae.zinb(hidden)
-                    terms["zinb"] = zinb_nll(data.counts, p.mean, p.disp, p.pi, data.size_factors)
+                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden, data.counts, data.size_factors)
         props = list(out.propagation)
         if enc.gae is not None and ({"rec_graph", "prop"} & want):
             z_hat, dec_props = enc.gae.decode(z, adj)

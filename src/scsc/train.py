@@ -151,24 +151,29 @@ def active_terms(config: RunConfig) -> set[str]:
 
 def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, generator: torch.Generator,
                      reporter: Reporter | None = None,
-                     on_epoch: Callable[[int], None] | None = None) -> list[dict]:
-    """The clustering stage: ``cluster.epochs`` epochs of Adam on the weighted sum of named terms.
+                     on_epoch: Callable[[int], None] | None = None, *, epochs: int | None = None,
+                     start_epoch: int = 0, exclude: frozenset[str] = frozenset(),
+                     stage: str = "cluster") -> list[dict]:
+    """The clustering stage: Adam on the weighted sum of named terms for ``epochs`` (default ``cluster.epochs``).
 
-    The head must already be initialised (``model.head.init``). Returns the loss history.
+    The head must already be initialised (``model.head.init``). Terms in ``exclude`` are skipped (the warm-up
+    runs without ``clu``; the target is then not refreshed either). Returns the loss history, its epochs
+    numbered from ``start_epoch``.
     """
     reporter = reporter or SilentReporter()
     c = config.cluster
+    n_epochs = c.epochs if epochs is None else epochs
     weights = config.loss
-    want = active_terms(config)
+    want = active_terms(config) - set(exclude)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=c.lr)
     history: list[dict] = []
-    reporter.start("cluster", c.epochs)
+    reporter.start(stage, n_epochs)
     model.train()
-    for epoch in range(c.epochs):
+    for epoch in range(start_epoch, start_epoch + n_epochs):
         v = model.augment.views(data.x, generator)
         out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main)
-        refresh = c.refresh_every > 0 and epoch % c.refresh_every == 0
+        refresh = "clu" in want and c.refresh_every > 0 and epoch % c.refresh_every == 0
         terms = model.clustering_terms(data, out, generator, weights.adj_negatives, refresh, want)
         loss = sum(getattr(weights, k) * v for k, v in terms.items())
         opt.zero_grad()
@@ -177,8 +182,8 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
             opt.step()
         vals = {k: v.item() for k, v in terms.items()}
         _log(history, "cluster", epoch, vals, float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
-        reporter.advance("cluster", vals)
+        reporter.advance(stage, vals)
         if on_epoch is not None:
             on_epoch(epoch)
-    reporter.stop("cluster")
+    reporter.stop(stage)
     return history

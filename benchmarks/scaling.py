@@ -1,0 +1,113 @@
+"""How scsc's time and memory grow with the number of cells, against the scanpy Leiden pipeline (same run).
+
+For each size N, simulated counts (``scsc simulate``: negative binomial, planted types) are written to an
+.h5 file; then both whole commands run in fresh processes under ``/usr/bin/time -v``:
+
+- ``scsc cluster DATA --n-clusters K`` (default config, pretraining included), with its per-stage seconds
+  read back from ``result.h5ad`` (``uns["scsc"]["timings"]``);
+- the scanpy pipeline of ``scanpy_pipeline.py`` (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN, Leiden,
+  UMAP).
+
+    python benchmarks/scaling.py --sizes 2000 10000 30000 100000 --out benchmarks/results/scaling.csv
+
+Run it with nothing else on the machine. Growth exponents (slope of log time and log peak RSS against log N
+between consecutive sizes, and from the second size to the last) are printed and written beside the CSV;
+``benchmarks/report.py --scaling`` puts them into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure(cmd: list[str], timeout: float) -> dict:
+    """Wall seconds and peak RSS (GB) of ``cmd`` in a fresh process; ``error`` when it fails or times out."""
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"seconds": time.perf_counter() - t0, "peak_gb": np.nan, "error": f"timeout after {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    row = {"seconds": wall, "peak_gb": int(rss.group(1)) / 1024**2 if rss else np.nan}
+    if proc.returncode != 0:
+        row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1][:200]
+    return row
+
+
+def stage_seconds(result: Path) -> dict:
+    """Per-stage seconds stored by ``scsc cluster`` in ``result.h5ad``."""
+    import anndata as ad
+
+    if not result.exists():
+        return {}
+    timings = ad.read_h5ad(result, backed="r").uns["scsc"]["timings"]
+    return {f"stage_{k}": float(v) for k, v in timings.items()}
+
+
+def exponents(df: pd.DataFrame) -> pd.DataFrame:
+    """Slopes of log(seconds) and log(peak_gb) against log(cells) per command, consecutive and overall."""
+    rows = []
+    for command, part in df.dropna(subset=["seconds"]).groupby("command"):
+        part = part[part["error"].isna()] if "error" in part else part
+        part = part.sort_values("cells")
+        n = part["cells"].to_numpy(float)
+        spans = [(i, i + 1) for i in range(len(n) - 1)]
+        if len(n) >= 3:
+            spans.append((1, len(n) - 1))
+        for i, j in spans:
+            ln = np.log(n[j] / n[i])
+            rows.append({"command": command, "from_cells": int(n[i]), "to_cells": int(n[j]),
+                         "time_exponent": np.log(part["seconds"].iloc[j] / part["seconds"].iloc[i]) / ln,
+                         "memory_exponent": np.log(part["peak_gb"].iloc[j] / part["peak_gb"].iloc[i]) / ln})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[2000, 10000, 30000, 100000])
+    ap.add_argument("--types", type=int, default=10, help="planted cell types (the K given to scsc)")
+    ap.add_argument("--genes", type=int, default=2000)
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per command")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scaling.csv"))
+    args = ap.parse_args()
+    scsc_bin = str(Path(sys.executable).with_name("scsc"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            data = Path(tmp) / f"sim_{n}.h5"
+            subprocess.run([scsc_bin, "simulate", str(data), "--cells", str(n), "--types", str(args.types),
+                            "--genes", str(args.genes), "--seed", "0"], check=True, capture_output=True)
+            run_dir = Path(tmp) / f"run_{n}"
+            cmd = [scsc_bin, "cluster", str(data), "--n-clusters", str(args.types), "--out", str(run_dir), "-q"]
+            for s in args.sets:
+                cmd += ["--set", s]
+            r = measure(cmd, args.timeout)
+            rows.append({"cells": n, "command": "scsc cluster", **r, **stage_seconds(run_dir / "result.h5ad")})
+            print(rows[-1], flush=True)
+            r = measure([sys.executable, str(HERE / "scanpy_pipeline.py"), str(data)], args.timeout)
+            rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", **r})
+            print(rows[-1], flush=True)
+            df = pd.DataFrame(rows)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(args.out, index=False)
+    exp = exponents(df)
+    exp.to_csv(args.out.with_name(args.out.stem + "_exponents.csv"), index=False)
+    print(df.round(2).to_string(index=False))
+    print(exp.round(2).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
