@@ -35,7 +35,8 @@ def measure(cmd: list[str], timeout: float) -> dict:
     """Wall seconds and peak RSS (GB) of ``cmd`` in a fresh process; ``error`` when it fails or times out."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout,
+                              check=False)
     except subprocess.TimeoutExpired:
         return {"seconds": time.perf_counter() - t0, "peak_gb": np.nan, "error": f"timeout after {timeout:.0f} s"}
     wall = time.perf_counter() - t0
