@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from . import __version__
+from .checkpoint import Checkpointer
 from .config import RunConfig
 from .data.bundle import TrainData, build_train_data
 from .data.io import LABEL_KEY, atomic_path
@@ -222,26 +223,46 @@ def cluster(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig 
 
 def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | str | Path | None = None, *,
         pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
-        registry: Registry | None = None, source: str | None = None, **overrides: Any) -> RunResult:
-    """:func:`cluster` with every intermediate returned as a :class:`RunResult`."""
+        registry: Registry | None = None, source: str | None = None, checkpoint: str | Path | None = None,
+        checkpoint_every: int = 10, resume: bool = False, keep_checkpoint: bool = False,
+        **overrides: Any) -> RunResult:
+    """:func:`cluster` with every intermediate returned as a :class:`RunResult`.
+
+    With ``checkpoint`` (a file path), the whole training state is written there every ``checkpoint_every``
+    epochs of each stage and after each stage's last epoch (0 disables). ``resume=True`` continues from that
+    file: the config must equal the saved one and the data must be the same; the result then equals that of an
+    uninterrupted run (same seed, same machine). The file is removed when the run finishes, unless
+    ``keep_checkpoint`` (the CLI removes it only once the results are written).
+    """
     cfg = make_config(config, n_clusters=n_clusters, **overrides)
     check_device(cfg.device)
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters < 2:
         raise ConfigError("n_clusters must be at least 2")
-    timings: dict[str, float] = {}
-    t_start = time.perf_counter()
+    # Before any work: a missing checkpoint or a changed config is refused at once.
+    ck = Checkpointer(checkpoint, checkpoint_every, cfg, resume=resume)
+    if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
+        raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
+                          "checkpoint")
+    timings = ck.timings
+    timings.start("total")
+    timings.start("preprocess_graph")
     prepared, data = prepare(adata, cfg, source)
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters > data.n_cells:
         raise ConfigError(f"n_clusters={cfg.cluster.n_clusters} exceeds the {data.n_cells} cells")
-    timings["preprocess_graph"] = time.perf_counter() - t_start
+    timings.stop("preprocess_graph")
     generator = seed_everything(cfg.seed)
     model = _build_model(cfg, prepared, registry)
+    ck.attach(model, generator, _fingerprint(prepared))
+    history = ck.history  # the loops append to this list, so every checkpoint holds the history so far
 
-    t0 = time.perf_counter()
-    if pretrained is None:
-        ckpt = {"encoder": None, "history": _pretrain_loop(model, data, cfg, generator, reporter)}
-        ckpt["encoder"] = model.encoder.state_dict()
-        ckpt.update(config=cfg.to_dict(), fingerprint=_fingerprint(prepared), versions=versions())
+    timings.start("pretrain")
+    if ck.past_pretraining:
+        # The saved model replaces the encoder below; this is what the run returns as its pretraining record.
+        ckpt = {"history": [row for row in history if row["stage"].startswith("pretrain")]}
+    elif pretrained is None:
+        ck.restore()  # a no-op unless the run stopped during pretraining
+        ckpt = {"history": list(_pretrain_loop(model, data, cfg, generator, reporter, history=history,
+                                               checkpoint=ck))}
     else:
         where = str(pretrained) if not isinstance(pretrained, dict) else "pretrained"
         ckpt = load_checkpoint(pretrained) if not isinstance(pretrained, dict) else pretrained
@@ -251,31 +272,50 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         except RuntimeError:
             raise InputError(f"{where}: checkpoint does not match the encoder "
                              f"{cfg.components.encoder!r} with these model sizes") from None
-    timings["pretrain"] = time.perf_counter() - t0
+        history += ckpt.get("history", [])
+    if pretrained is None or ck.past_pretraining:
+        ckpt.update(encoder=model.encoder.state_dict(), config=cfg.to_dict(), fingerprint=_fingerprint(prepared),
+                    versions=versions())
+    timings.stop("pretrain")
 
-    t0 = time.perf_counter()
-    z_pre = pretrained_embedding(model, data)
-    model.augment.prepare(data, z_pre.cpu().numpy())
+    timings.start("init")
     k_estimated = cfg.cluster.n_clusters is None
-    k = cfg.cluster.n_clusters or estimate_n_clusters(z_pre.cpu().numpy(), cfg.cluster.leiden_resolution,
-                                                      cfg.seed)
-    z0 = model.embed(data)
-    init_labels = model.head.init(z0, k)
-    timings["init"] = time.perf_counter() - t0
+    if ck.past_pretraining:
+        # Saved: rebuild the augmenter's views from the same embedding, then restore the trained state.
+        model.augment.prepare(data, ck.z_pre)
+        k, init_labels = ck.k, ck.init_labels
+        ck.restore()
+    else:
+        z_pre = pretrained_embedding(model, data).cpu().numpy()
+        model.augment.prepare(data, z_pre)
+        k = cfg.cluster.n_clusters or estimate_n_clusters(z_pre, cfg.cluster.leiden_resolution, cfg.seed)
+        init_labels = model.head.init(model.embed(data), k)
+        ck.z_pre, ck.k, ck.init_labels = z_pre, int(k), init_labels
+    timings.stop("init")
 
-    t0 = time.perf_counter()
-    history = list(ckpt.get("history", []))
-    warmup = max(0, min(cfg.cluster.warmup_epochs, cfg.cluster.epochs))
+    timings.start("cluster")
+    epochs = cfg.cluster.epochs
+    warmup = max(0, min(cfg.cluster.warmup_epochs, epochs))
     if warmup > 0:
-        history += train_clustering(model, data, cfg, generator, reporter, epochs=warmup,
-                                    exclude=frozenset({"clu"}), stage="cluster: warm-up")
-        model.head.init(model.embed(data), k)
-    history += train_clustering(model, data, cfg, generator, reporter, epochs=cfg.cluster.epochs - warmup,
-                                start_epoch=warmup)
+        stage = ck.stage("cluster_warmup")
+        first = stage.first_epoch(0, warmup)
+        if first < warmup:
+            train_clustering(model, data, cfg, generator, reporter, epochs=warmup - first, start_epoch=first,
+                             exclude=frozenset({"clu"}), stage="cluster: warm-up", history=history,
+                             checkpoint=stage)
+        if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
+            model.head.init(model.embed(data), k)
+    stage = ck.stage("cluster")
+    first = stage.first_epoch(warmup, epochs)
+    if first < epochs:
+        train_clustering(model, data, cfg, generator, reporter, epochs=epochs - first, start_epoch=first,
+                         history=history, checkpoint=stage)
     z = model.embed(data)
     labels = model.head.predict(z)
-    timings["cluster"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
+    timings.stop("cluster")
+    timings.stop("total")
+    if not keep_checkpoint:
+        ck.remove()
 
     out = prepared.adata
     emb = z.cpu().numpy()
@@ -289,6 +329,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, init_labels)}
     saved_cfg = cfg.copy()
     saved_cfg.cluster.n_clusters = k
+    timings = dict(timings)
     out.uns["scsc"] = {
         "config": saved_cfg.to_toml(),
         "versions": versions(),
@@ -298,6 +339,6 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         "cells_removed": int((~prepared.cell_mask).sum()),
         **({"metrics": metrics} if metrics else {}),
     }
-    return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=history,
+    return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(history),
                      n_clusters=int(k), k_estimated=k_estimated, metrics=metrics, timings=timings,
                      model=model, checkpoint=ckpt)

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from .checkpoint import Checkpointer, StageCheckpoint, disabled
 from .config import RunConfig
 from .data.bundle import TrainData
 from .losses import adjacency_loss
@@ -56,22 +57,31 @@ def _log(history: list[dict], stage: str, epoch: int, terms: dict[str, float], t
 
 
 def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator: torch.Generator,
-             reporter: Reporter | None = None) -> list[dict]:
-    """The three pretraining stages on the plain graph Â; returns the loss history (one row per epoch)."""
+             reporter: Reporter | None = None, *, history: list[dict] | None = None,
+             checkpoint: Checkpointer | None = None) -> list[dict]:
+    """The three pretraining stages on the plain graph Â; returns the loss history (one row per epoch).
+
+    Rows are appended to ``history`` (a new list by default). With a ``checkpoint``, the state is saved after
+    epochs, and a resumed run skips the stages and epochs that the saved run had finished.
+    """
     reporter = reporter or SilentReporter()
+    ck = checkpoint or disabled()
     p = config.pretrain
     enc = model.encoder
-    history: list[dict] = []
+    history = [] if history is None else history
     x, adj = data.x, data.adj
-    rng = np.random.default_rng(config.seed)
+    rng = ck.numpy_rng(config.seed)
     ax = torch.sparse.mm(adj, x)
     n_neg = config.loss.adj_negatives
 
-    if enc.ae is not None and p.ae_epochs > 0:
+    stage = ck.stage("pretrain_ae")
+    first = stage.first_epoch(0, p.ae_epochs)
+    if enc.ae is not None and first < p.ae_epochs:
         opt = torch.optim.Adam(enc.ae.parameters(), lr=p.ae_lr)
-        reporter.start("pretrain: expression AE", p.ae_epochs)
+        stage.restore_optimizer(opt)
+        reporter.start("pretrain: expression AE", p.ae_epochs - first)
         bs = max(1, p.ae_batch_size)
-        for epoch in range(p.ae_epochs):
+        for epoch in range(first, p.ae_epochs):
             perm = torch.from_numpy(rng.permutation(data.n_cells)).to(x.device)
             total, count = 0.0, 0
             for start in range(0, data.n_cells, bs):
@@ -85,12 +95,16 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
                 count += len(xb)
             _log(history, "pretrain_ae", epoch, {"rec_x": total / count}, total / count)
             reporter.advance("pretrain: expression AE", {"rec_x": total / count})
+            stage.epoch_done(epoch, p.ae_epochs - 1, opt)
         reporter.stop("pretrain: expression AE")
 
-    if enc.gae is not None and p.gae_epochs > 0:
+    stage = ck.stage("pretrain_gae")
+    first = stage.first_epoch(0, p.gae_epochs)
+    if enc.gae is not None and first < p.gae_epochs:
         opt = torch.optim.Adam(enc.gae.parameters(), lr=p.gae_lr)
-        reporter.start("pretrain: graph AE", p.gae_epochs)
-        for epoch in range(p.gae_epochs):
+        stage.restore_optimizer(opt)
+        reporter.start("pretrain: graph AE", p.gae_epochs - first)
+        for epoch in range(first, p.gae_epochs):
             z, _ = enc.gae.encode(x, adj)
             z_hat, _ = enc.gae.decode(z, adj)
             terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
@@ -102,12 +116,16 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
             vals = {k: v.item() for k, v in terms.items()}
             _log(history, "pretrain_gae", epoch, vals, loss.item())
             reporter.advance("pretrain: graph AE", vals)
+            stage.epoch_done(epoch, p.gae_epochs - 1, opt)
         reporter.stop("pretrain: graph AE")
 
-    if enc.ae is not None and enc.gae is not None and p.joint_epochs > 0:
+    stage = ck.stage("pretrain_joint")
+    first = stage.first_epoch(0, p.joint_epochs)
+    if enc.ae is not None and enc.gae is not None and first < p.joint_epochs:
         opt = torch.optim.Adam(enc.parameters(), lr=p.joint_lr)
-        reporter.start("pretrain: joint", p.joint_epochs)
-        for epoch in range(p.joint_epochs):
+        stage.restore_optimizer(opt)
+        reporter.start("pretrain: joint", p.joint_epochs - first)
+        for epoch in range(first, p.joint_epochs):
             z_ae = enc.ae.encode(x)
             x_hat, _ = enc.ae.decode(z_ae)
             z_g, _ = enc.gae.encode(x, adj)
@@ -126,6 +144,7 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
             vals = {k: v.item() for k, v in terms.items()}
             _log(history, "pretrain_joint", epoch, vals, loss.item())
             reporter.advance("pretrain: joint", vals)
+            stage.epoch_done(epoch, p.joint_epochs - 1, opt)
         reporter.stop("pretrain: joint")
     return history
 
@@ -153,12 +172,14 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
                      reporter: Reporter | None = None,
                      on_epoch: Callable[[int], None] | None = None, *, epochs: int | None = None,
                      start_epoch: int = 0, exclude: frozenset[str] = frozenset(),
-                     stage: str = "cluster") -> list[dict]:
+                     stage: str = "cluster", history: list[dict] | None = None,
+                     checkpoint: StageCheckpoint | None = None) -> list[dict]:
     """The clustering stage: Adam on the weighted sum of named terms for ``epochs`` (default ``cluster.epochs``).
 
     The head must already be initialised (``model.head.init``). Terms in ``exclude`` are skipped (the warm-up
     runs without ``clu``; the target is then not refreshed either). Returns the loss history, its epochs
-    numbered from ``start_epoch``.
+    numbered from ``start_epoch``; rows are appended to ``history`` (a new list by default). A ``checkpoint``
+    restores the optimizer when the run resumes inside this stage and saves the state after epochs.
     """
     reporter = reporter or SilentReporter()
     c = config.cluster
@@ -167,7 +188,9 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
     want = active_terms(config) - set(exclude)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=c.lr)
-    history: list[dict] = []
+    if checkpoint is not None:
+        checkpoint.restore_optimizer(opt)
+    history = [] if history is None else history
     reporter.start(stage, n_epochs)
     model.train()
     for epoch in range(start_epoch, start_epoch + n_epochs):
@@ -183,6 +206,8 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
         vals = {k: v.item() for k, v in terms.items()}
         _log(history, "cluster", epoch, vals, float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
         reporter.advance(stage, vals)
+        if checkpoint is not None:
+            checkpoint.epoch_done(epoch, start_epoch + n_epochs - 1, opt)
         if on_epoch is not None:
             on_epoch(epoch)
     reporter.stop(stage)

@@ -114,6 +114,12 @@ def cluster(
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
+    checkpoint_every: int = typer.Option(
+        10, "--checkpoint-every", min=0,
+        help="Save the training state to --out/checkpoint.pt every this many epochs of each stage (0: never)."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue the interrupted run in --out from its checkpoint.pt (same data "
+                                     "and options)."),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -122,9 +128,12 @@ def cluster(
 
     Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster, uns scsc; opens in scanpy),
     clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, and metrics.json when the input
-    has true labels (read only to score the final result).
+    has true labels (read only to score the final result). While it trains, checkpoint.pt holds the state
+    to continue from with --resume after an interruption; it is removed once the results are written.
     """
+    from .. import checkpoint as ckpt
     from ..api import run
+    from ..errors import ScscError
     from ..outputs import check_out_dir, write_run
 
     out = out or default_out(data)
@@ -132,13 +141,28 @@ def cluster(
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs, "cluster.n_clusters": n_clusters,
         "preprocess.log_normalized": log_normalized})
-    check_out_dir(out, overwrite)
+    ck_path = out / ckpt.FILE_NAME
+    if resume:
+        ckpt.check_config(ckpt.load(ck_path), cfg, str(ck_path))  # before the data are read
+    else:
+        check_out_dir(out, overwrite)
+        if ck_path.exists() and not overwrite:
+            raise ScscError(f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
+                            "it or --overwrite to start again")
     adata = _read(data, layer, label_key, transpose)
-    with RichReporter(err_console, enabled=not (quiet or as_json)) as rep:
-        result = run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data))
+    try:
+        with RichReporter(err_console, enabled=not (quiet or as_json)) as rep:
+            result = run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data),
+                         checkpoint=ck_path, checkpoint_every=checkpoint_every, resume=resume,
+                         keep_checkpoint=True)
+    except KeyboardInterrupt:
+        if ck_path.exists():
+            err_console.print(f"the training state is saved in {ck_path}; continue with --resume")
+        raise
     if result.k_estimated and not as_json and not quiet:
         console.print(f"estimated [bold]{result.n_clusters}[/] clusters (Leiden on the pretrained embedding)")
     write_run(result, out, plots=plots)
+    ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
     summary = {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
                "k_estimated": result.k_estimated, "timings_s": result.timings,
                "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
