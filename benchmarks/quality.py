@@ -7,7 +7,9 @@ as for the peers). Each run happens in a fresh worker process so that its peak R
 
     python benchmarks/quality.py --seeds 0 1 2 --out benchmarks/results/quality.csv
 
-Writes the CSV and prints a markdown table; ``benchmarks/report.py`` turns CSVs into docs/benchmarks.md.
+``--jobs 3 --threads 1`` runs three single-threaded workers at once (quality figures are unchanged; their
+seconds then include sharing the cores). Writes the CSV and prints a markdown table; ``benchmarks/report.py``
+turns CSVs into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import multiprocessing as mp
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scanpy_pipeline import standard_preprocess  # noqa: E402
+from scanpy_pipeline import standard_preprocess
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -87,25 +90,25 @@ def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2) -> list[
             {"method": "scsc_pretrain_kmeans", "seed": seed, "seconds": np.nan, **r.metrics["pretrain_kmeans"]}]
 
 
-def _worker(fn, args, queue):
+def _task(fn, args) -> list[dict]:
+    """Run ``fn(*args)`` and stamp every row with this process's peak RSS (a fresh process per task)."""
     try:
         rows = fn(*args)
-        peak = _peak_gb()
-        for r in rows:
-            r["peak_rss_gb"] = peak
-        queue.put(rows)
     except Exception as exc:  # pragma: no cover - reported in the table
-        queue.put([{"method": getattr(fn, "__name__", "?"), "error": repr(exc)}])
-
-
-def in_process(fn, *args) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_worker, args=(fn, args, q))
-    p.start()
-    rows = q.get()
-    p.join()
+        rows = [{"method": getattr(fn, "__name__", "?"), "error": repr(exc)}]
+    peak = _peak_gb()
+    for r in rows:
+        r["peak_rss_gb"] = peak
     return rows
+
+
+def run_tasks(tasks: list[tuple[str, object, tuple]], jobs: int):
+    """Yield (dataset, rows) for each (dataset, fn, args) task, each in a fresh spawned process."""
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_task, fn, args): ds for ds, fn, args in tasks}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
 
 
 def main() -> None:
@@ -115,25 +118,26 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each scsc run")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes run at once")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
     args = ap.parse_args()
     files = sorted(DATA.glob("*.h5"))
     if args.datasets:
         files = [f for f in files if f.stem in args.datasets]
-    rows = []
+    tasks = []
     for f in files:
         if not args.no_baselines:
-            for r in in_process(_baselines, str(f)):
-                rows.append({"dataset": f.stem, **r})
-        for seed in args.seeds:
-            for r in in_process(_scsc, str(f), seed, args.sets, args.threads):
-                rows.append({"dataset": f.stem, **r})
+            tasks.append((f.stem, _baselines, (str(f),)))
+        tasks += [(f.stem, _scsc, (str(f), seed, args.sets, args.threads)) for seed in args.seeds]
+    rows = []
+    for ds, result in run_tasks(tasks, args.jobs):
+        rows += [{"dataset": ds, **r} for r in result]
         df = pd.DataFrame(rows)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
-        cur = df[df.dataset == f.stem]
-        print(cur[[c for c in ("method", "seed", "ari", "nmi", "acc", "seconds", "peak_rss_gb") if c in cur]]
-              .to_string(index=False), flush=True)
+        cur = pd.DataFrame([{"dataset": ds, **r} for r in result])
+        print(cur[[c for c in ("dataset", "method", "seed", "ari", "nmi", "acc", "seconds", "peak_rss_gb")
+                   if c in cur]].to_string(index=False), flush=True)
     summary = df.groupby(["dataset", "method"])[["ari", "nmi"]].mean().unstack("method")
     print(summary.round(3).to_string())
 

@@ -96,6 +96,14 @@ def test_warmup_trains_without_clustering_loss_then_reinitialises_the_head(sim, 
     assert len(np.unique(r.labels)) >= 2
 
 
+def test_pretrained_record_keeps_the_pretrained_weights(sim):
+    r = scsc.run(sim, n_clusters=3, config=fast_config(), seed=5)
+    saved, live = r.checkpoint["encoder"], r.model.encoder.state_dict()
+    # The clustering stage changed the live weights; the pretraining record must not have followed them.
+    assert any(not torch.equal(saved[k], live[k]) for k in live)
+    assert all(saved[k].data_ptr() != live[k].data_ptr() for k in live)
+
+
 def test_per_cell_fusion_weights_and_published_variant(sim):
     r = scsc.run(sim, n_clusters=3, config=fast_config("model.fusion_weights=cell"))
     assert r.model.fusion.a.shape == (240, 20)

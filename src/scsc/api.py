@@ -93,6 +93,11 @@ def _fingerprint(prepared: Prepared) -> dict[str, Any]:
             "abs_sum": float(np.abs(x).sum(dtype=np.float64))}
 
 
+def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict whose tensors no longer share storage with ``module``'s parameters."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
     fp = _fingerprint(prepared)
     model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
@@ -274,7 +279,8 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
                              f"{cfg.components.encoder!r} with these model sizes") from None
         history += ckpt.get("history", [])
     if pretrained is None or ck.past_pretraining:
-        ckpt.update(encoder=model.encoder.state_dict(), config=cfg.to_dict(), fingerprint=_fingerprint(prepared),
+        # A copy: state_dict() shares storage with the weights, which the clustering stage goes on to change.
+        ckpt.update(encoder=_state_copy(model.encoder), config=cfg.to_dict(), fingerprint=_fingerprint(prepared),
                     versions=versions())
     timings.stop("pretrain")
 
