@@ -115,9 +115,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     parts = ["# Benchmarks", "",
-             "Produced by `python benchmarks/quality.py --seeds 0 1 2` and `bash benchmarks/timing.sh`, then "
-             "`python benchmarks/report.py benchmarks/results/quality.csv --timing benchmarks/results/timing.csv`. "
-             "Raw numbers are in `benchmarks/results/`. Labels are used only for these scores.", ""]
+             "Produced by `python benchmarks/quality.py --seeds 0 1 2 --jobs 3 --threads 1`, "
+             "`bash benchmarks/timing.sh` and `python benchmarks/scaling.py` (each alone on the machine), then "
+             "`python benchmarks/report.py benchmarks/results/quality.csv --timing benchmarks/results/timing.csv "
+             "--scaling benchmarks/results/scaling.csv`. Raw numbers are in `benchmarks/results/`. Labels are "
+             "used only for these scores.", ""]
     parts.append(quality_section(pd.concat([pd.read_csv(q) for q in args.quality], ignore_index=True)))
     if args.timing and args.timing.exists():
         parts += ["", timing_section(pd.read_csv(args.timing))]

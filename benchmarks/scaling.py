@@ -65,7 +65,7 @@ def exponents(df: pd.DataFrame) -> pd.DataFrame:
         part = part.sort_values("cells")
         n = part["cells"].to_numpy(float)
         spans = [(i, i + 1) for i in range(len(n) - 1)]
-        if len(n) >= 3:
+        if len(n) >= 4:  # with three sizes the overall span is the last consecutive one
             spans.append((1, len(n) - 1))
         for i, j in spans:
             ln = np.log(n[j] / n[i])

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, read_torch_file
 from .config import RunConfig
 from .data.bundle import TrainData, build_train_data
 from .data.io import LABEL_KEY, atomic_path
@@ -27,8 +27,9 @@ from .data.preprocess import Prepared, preprocess
 from .errors import ConfigError, InputError
 from .evaluate import score
 from .model import ScSiameseClu
-from .plugins import Registry, get_registry
-from .train import Reporter, pretrain as _pretrain_loop, pretrained_embedding, seed_everything, train_clustering
+from .plugins import Registry
+from .train import Reporter, pretrained_embedding, seed_everything, train_clustering
+from .train import pretrain as _pretrain_loop
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
 ALIASES = {
@@ -159,13 +160,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        raise InputError(f"{path}: not a scsc checkpoint (cannot be loaded)") from None
+    """Read a pretraining checkpoint (``pretrain.pt``); a missing or foreign file raises :class:`InputError`."""
+    payload = read_torch_file(path, "checkpoint not found")
     if not isinstance(payload, dict) or "encoder" not in payload or "fingerprint" not in payload:
         raise InputError(f"{path}: not a scsc pretraining checkpoint")
     return payload

@@ -38,15 +38,20 @@ FORMAT = "scsc-run-checkpoint/1"
 
 
 # ----------------------------------------------------------------------------- reading and validation
-def load(path: str | Path) -> dict[str, Any]:
-    """Read a run checkpoint; a missing or foreign file raises :class:`InputError` naming it."""
+def read_torch_file(path: str | Path, missing: str) -> Any:
+    """``torch.load`` on CPU; a missing file raises :class:`InputError` with ``missing``, a foreign one too."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no checkpoint to resume from (run without --resume to start afresh)")
+        raise InputError(f"{path}: {missing}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # noqa: BLE001  (unpickling a foreign or truncated file raises assorted errors)
         raise InputError(f"{path}: not a scsc checkpoint (cannot be loaded)") from None
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a run checkpoint; a missing or foreign file raises :class:`InputError` naming it."""
+    state = read_torch_file(path, "no checkpoint to resume from (run without --resume to start afresh)")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(f"{path}: not a scsc run checkpoint")
     return state
