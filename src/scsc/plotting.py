@@ -32,8 +32,8 @@ def umap_plot(adata: ad.AnnData, path: str | Path, seed: int = 0) -> None:
     tmp = ad.AnnData(X=np.zeros((adata.n_obs, 1), dtype=np.float32), obs=adata.obs.copy())
     tmp.obsm["X_scsc"] = adata.obsm["X_scsc"]
     # Exact kNN (scikit-learn) below the size where it gets slow: it skips pynndescent's numba compilation,
-    # which cost more than the whole UMAP on a few thousand cells. 200 layout epochs are umap-learn's choice
-    # for large data and look the same here at half the time of its 500 for small data.
+    # which cost more than the whole UMAP on a few thousand cells. 200 layout epochs are umap-learn's own
+    # choice for large data; its 500 for small data took twice as long for a figure.
     exact = adata.n_obs <= UMAP_EXACT_MAX_CELLS
     sc.pp.neighbors(tmp, use_rep="X_scsc", n_neighbors=15, random_state=seed,
                     **({"transformer": "sklearn"} if exact else {}))
