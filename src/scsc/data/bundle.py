@@ -56,7 +56,7 @@ def build_train_data(prepared: Prepared, graph: GraphConfig, seed: int = 0,
     ei, ew = edges_of(adj, device)
     counts = None
     if prepared.counts is not None:
-        # Cells × HVGs (N × G, G = 1000 by default): linear in N, read every epoch by the ZINB term.
+        # Cells × HVGs (N × G, G = 2000 by default): linear in N, read every epoch by the ZINB term.
         counts = torch.from_numpy(np.asarray(prepared.counts.toarray(), dtype=np.float32)).to(device)
     return TrainData(
         x=torch.from_numpy(prepared.x).to(device),
