@@ -36,7 +36,7 @@ def test_deterministic_for_a_seed(small_adata, prepared):
 
 
 def test_input_is_not_modified(small_sim, small_adata, prepared):
-    np.testing.assert_array_equal(small_adata.X.toarray(), small_sim.counts)
+    np.testing.assert_array_equal(small_adata.X.toarray(), small_sim.counts.toarray())
 
 
 def test_pca_shape_and_type(small_adata, prepared):
@@ -85,9 +85,9 @@ def test_raw_counts_are_kept_for_the_hvgs(small_sim, prepared):
     assert sp.isspmatrix_csr(counts) or isinstance(counts, sp.csr_array)
     assert counts.dtype == np.float32
     cols = [small_sim.genes.index(g) for g in prepared.hvg]
-    np.testing.assert_array_equal(counts.toarray(), small_sim.counts[:, cols])
+    np.testing.assert_array_equal(counts.toarray(), small_sim.counts[:, cols].toarray())
     # prepared.adata holds the raw counts of every kept gene, with labels.
-    np.testing.assert_array_equal(prepared.adata[:, prepared.hvg].X.toarray(), small_sim.counts[:, cols])
+    np.testing.assert_array_equal(prepared.adata[:, prepared.hvg].X.toarray(), small_sim.counts[:, cols].toarray())
     assert list(prepared.adata.obs["label"]) == list(small_sim.labels)
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import anndata as ad
 import h5py
@@ -27,6 +27,8 @@ from ..errors import InputError
 
 LABEL_KEY = "label"
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+#: Values of a dense ``.h5`` X read or written at a time (80 MB as int32 or float32).
+BLOCK_ENTRIES = 20_000_000
 
 
 # --------------------------------------------------------------------------- reading
@@ -105,17 +107,14 @@ def _read_h5(path: Path) -> ad.AnnData:
             raise InputError(f"{path}: 'X' has {xd.ndim} dimensions, expected 2 (cells × genes)")
         if not np.issubdtype(xd.dtype, np.number) and xd.dtype != np.bool_:
             raise InputError(f"{path}: 'X' holds non-numeric values ({xd.dtype})")
-        try:
-            x = np.asarray(xd[()])
-        except OSError:
-            raise InputError(f"{path}: 'X' cannot be read (corrupt file)") from None
+        x = _read_dense_rows(xd, path)
         labels = None
         if "Y" in keys:
             labels = np.asarray(f["Y"][()]).reshape(-1)
         genes = None
         if "gene_names" in keys:
             genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
-    adata = ad.AnnData(X=_to_csr(x, path))
+    adata = ad.AnnData(X=x)
     adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
     if genes is not None and len(genes) == adata.n_vars:
         adata.var_names = genes
@@ -127,6 +126,25 @@ def _read_h5(path: Path) -> ad.AnnData:
     if labels is not None:
         _attach_labels(adata, labels, path, "Y")
     return adata
+
+
+def _read_dense_rows(xd: h5py.Dataset, path: Path) -> sp.csr_matrix:
+    """The dense cells × genes dataset ``xd`` as a float32 CSR matrix, read BLOCK_ENTRIES values at a time.
+
+    Peak memory is one dense block plus the sparse result, not the dense N × G matrix (8 GB at 1M × 2,000).
+    """
+    n, g = xd.shape
+    step = max(1, BLOCK_ENTRIES // max(g, 1))
+    blocks = []
+    for lo in range(0, n, step):
+        try:
+            block = np.asarray(xd[lo:lo + step])
+        except OSError:
+            raise InputError(f"{path}: 'X' cannot be read (corrupt file)") from None
+        blocks.append(_to_csr(block, path))
+    if not blocks:
+        return sp.csr_matrix((n, g), dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else sp.csr_matrix(sp.vstack(blocks, format="csr"))
 
 
 def _read_10x_h5(path: Path) -> ad.AnnData:
@@ -208,7 +226,8 @@ def _to_csr(x, path: Path) -> sp.csr_matrix:
         m = sp.csr_matrix(x)
         if not np.issubdtype(m.dtype, np.number) and m.dtype != np.bool_:
             raise InputError(f"{path}: counts hold non-numeric values ({m.dtype})")
-        m = m.astype(np.float32)
+        # Every caller passes a matrix it has just read, so float32 input is kept rather than copied.
+        m = m.astype(np.float32, copy=False)
     else:
         arr = np.asarray(x)
         if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
@@ -270,7 +289,7 @@ def summarize(adata: ad.AnnData) -> dict:
     }
     if LABEL_KEY in adata.obs:
         counts = adata.obs[LABEL_KEY].value_counts()
-        info["labels"] = {"n_types": int(len(counts)), "sizes": {str(k): int(v) for k, v in counts.items()}}
+        info["labels"] = {"n_types": len(counts), "sizes": {str(k): int(v) for k, v in counts.items()}}
     return info
 
 
@@ -315,13 +334,25 @@ def write_csv(df: pd.DataFrame, path: str | Path, index: bool = True) -> None:
         df.to_csv(tmp, index=index)
 
 
-def write_h5_counts(path: str | Path, x: np.ndarray, labels: np.ndarray | None = None,
+def write_h5_counts(path: str | Path, x: np.ndarray | sp.spmatrix, labels: np.ndarray | None = None,
                     gene_names: list[str] | None = None) -> None:
-    """Write the ``.h5`` exchange format (``X`` counts, optional ``Y`` labels) atomically."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("X", data=x, compression="gzip")
-            if labels is not None:
-                f.create_dataset("Y", data=labels)
-            if gene_names is not None:
-                f.create_dataset("gene_names", data=np.array(gene_names, dtype="S"))
+    """Write the ``.h5`` exchange format (dense ``X`` counts, optional ``Y`` labels) atomically.
+
+    ``x`` (N × G) may be dense or sparse; it is written BLOCK_ENTRIES values at a time into a gzip dataset
+    chunked by rows, so a sparse ``x`` is never densified whole and the readers here read it back in row
+    blocks. The file still holds (compressed) N × G values: prefer ``.h5ad`` (sparse) for large data.
+    """
+    n, g = x.shape
+    step = max(1, BLOCK_ENTRIES // max(g, 1))
+    # HDF5 chunks of about 1 MB of whole rows: each block written or read touches only its own chunks.
+    chunk_rows = max(1, min(n, (1 << 18) // max(g, 1)))
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("X", shape=(n, g), dtype=x.dtype, compression="gzip",
+                              chunks=(chunk_rows, g) if n and g else None)
+        for lo in range(0, n, step):
+            block = x[lo:lo + step]
+            ds[lo:lo + block.shape[0]] = block.toarray() if sp.issparse(block) else np.asarray(block)
+        if labels is not None:
+            f.create_dataset("Y", data=labels)
+        if gene_names is not None:
+            f.create_dataset("gene_names", data=np.array(gene_names, dtype="S"))
