@@ -119,3 +119,32 @@ def test_log_normalized_input(small_adata):
     assert p.counts is None
     np.testing.assert_array_equal(p.size_factors, 1.0)
     assert p.x.shape == (300, 50)
+
+
+def test_kept_adata_is_the_filtered_input(with_empty_cells):
+    """Everything of the input but X is subset as ``adata[cells][:, genes].copy()`` would; X holds the counts."""
+    a = with_empty_cells.copy()
+    a.layers["spliced"] = a.X.copy() * 2
+    a.obsm["X_other"] = np.arange(a.n_obs * 2, dtype=float).reshape(-1, 2)
+    a.var["note"] = [f"g{j}" for j in range(a.n_vars)]
+    a.uns["source"] = {"lab": "x"}
+    p = preprocess(a, PreprocessConfig(), seed=0)
+    genes = np.isin(a.var_names, p.adata.var_names)
+    expected = a[p.cell_mask][:, genes].copy()
+    assert list(p.adata.obs_names) == list(expected.obs_names)
+    assert p.adata.var.equals(expected.var) and p.adata.obs.equals(expected.obs)
+    assert (p.adata.layers["spliced"] != expected.layers["spliced"]).nnz == 0
+    np.testing.assert_array_equal(p.adata.obsm["X_other"], expected.obsm["X_other"])
+    assert p.adata.uns["source"] == {"lab": "x"}
+    assert (p.adata.X != expected.X).nnz == 0 and p.adata.X.dtype == np.float32
+    np.testing.assert_array_equal(a.X.toarray(), with_empty_cells.X.toarray())  # the input is untouched
+
+
+def test_cells_per_gene_in_steps():
+    from scsc.data.preprocess import _cells_per_gene
+
+    x = sp.random(40, 30, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    x.data[::4] = 0.0  # explicit zeros are not expressions
+    expected = np.asarray((x > 0).sum(axis=0)).ravel()
+    for step in (1, 7, 10_000_000):
+        np.testing.assert_array_equal(_cells_per_gene(x, step=step), expected)

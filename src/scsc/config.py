@@ -31,6 +31,9 @@ class PreprocessConfig:
     n_hvg: int = 2000
     n_pcs: int = 50
     scale_clip: float = 10.0
+    #: Above this many cells, scale and PCA run in row chunks (exact covariance PCA, no dense cells × HVG
+    #: block); up to it, the dense scanpy path (arpack PCA). The two agree up to component signs and rounding.
+    dense_max_cells: int = 50_000
     #: The input is already log-normalised: skip normalisation and disable the ZINB term.
     log_normalized: bool = False
 

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from ..config import PreprocessConfig
 from ..errors import InputError
 from .io import looks_like_counts
+from .pca import scaled_pca
 
 
 @dataclass
@@ -47,6 +48,10 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
                source: str | Path | None = None) -> Prepared:
     """Run METHOD §1 on ``adata`` (raw counts, N × G); deterministic for a given ``seed``.
 
+    Above ``config.dense_max_cells`` kept cells, scale and PCA run in row chunks (:mod:`scsc.data.pca`) instead
+    of on the dense cells × HVG block. ``Prepared.adata.X`` is the input's own matrix (not a copy) when the
+    input is a float32 CSR matrix and nothing was filtered out; treat it as read-only.
+
     Raises :class:`InputError` for normalised input without ``log_normalized``, or when filtering leaves
     fewer than ``min_cells_required`` cells or no genes.
     """
@@ -58,31 +63,29 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
             f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
             "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
         )
-    a = ad.AnnData(X=sp.csr_matrix(adata.X, dtype=np.float32), obs=adata.obs[[]].copy(),
-                   var=adata.var[[]].copy())
-    a.obs["_index"] = np.arange(a.n_obs)
-    gene_ok = np.asarray((a.X > 0).sum(axis=0)).ravel() >= config.min_cells
+    counts = _csr32(adata.X)
+    gene_ok = _cells_per_gene(counts) >= config.min_cells
     if not gene_ok.any():
         raise InputError(f"{where}no gene is expressed in at least {config.min_cells} cells")
-    a = a[:, gene_ok].copy()
-    totals = np.asarray(a.X.sum(axis=1)).ravel()
-    cell_ok = totals > 0
-    if cell_ok.sum() < min_cells_required:
+    if not gene_ok.all():
+        counts = counts[:, gene_ok]
+    cell_mask = np.asarray(counts.sum(axis=1)).ravel() > 0
+    if cell_mask.sum() < min_cells_required:
         raise InputError(
-            f"{where}only {int(cell_ok.sum())} cells with counts after filtering; need at least "
+            f"{where}only {int(cell_mask.sum())} cells with counts after filtering; need at least "
             f"{min_cells_required} (k + 1 for the kNN graph)"
         )
-    a = a[cell_ok].copy()
-    cell_mask = np.zeros(adata.n_obs, dtype=bool)
-    cell_mask[a.obs["_index"].to_numpy()] = True
-    counts_all = a.X.copy()
-
+    if not cell_mask.all():
+        counts = counts[cell_mask]
+    # Every later matrix is derived from `counts`, which is never modified in place: it is also the kept raw
+    # counts (Prepared.adata.X), so no copy of it is needed.
+    a = ad.AnnData(X=counts, var=adata.var[[]].iloc[np.flatnonzero(gene_ok)].copy())
     if config.log_normalized:
         size_factors = np.ones(a.n_obs, dtype=np.float32)
     else:
-        totals = np.asarray(a.X.sum(axis=1)).ravel()
+        totals = np.asarray(counts.sum(axis=1)).ravel()
         size_factors = (totals / np.median(totals)).astype(np.float32)
-        a.X = sp.diags(1.0 / size_factors).dot(a.X).tocsr().astype(np.float32)
+        a.X = _divide_rows(counts, size_factors)
         sc.pp.log1p(a)
 
     n_top = min(config.n_hvg, a.n_vars)
@@ -91,25 +94,85 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
         hvg_mask = a.var["highly_variable"].to_numpy()
     else:
         hvg_mask = np.ones(a.n_vars, dtype=bool)
-    h = a[:, hvg_mask].copy()
-    # Scaling densifies anyway; densify as float32 here so scale and PCA do not work on float64 copies
-    # (peak memory of preprocess at 8.6k cells: ~100 MB with 1000 HVGs instead of ~180 MB; 163 MB with the
-    # default 2000). Cells × HVGs: linear in N.
-    h.X = h.X.toarray() if sp.issparse(h.X) else np.asarray(h.X, dtype=np.float32)
-    sc.pp.scale(h, max_value=config.scale_clip)
-    n_pcs = int(min(config.n_pcs, h.n_obs - 1, h.n_vars - 1))
+    hvg = list(a.var_names[hvg_mask])
+    expr = a.X if hvg_mask.all() else a.X[:, hvg_mask]
+    del a  # the normalised matrix of every kept gene is no longer needed
+    n_obs, n_vars = expr.shape
+    n_pcs = int(min(config.n_pcs, n_obs - 1, n_vars - 1))
     if n_pcs < 1:
-        raise InputError(f"{where}too few cells or genes for PCA ({h.n_obs} cells × {h.n_vars} genes)")
-    x = sc.pp.pca(np.asarray(h.X, dtype=np.float32), n_comps=n_pcs, svd_solver="arpack",
-                  random_state=seed)
-    kept = adata[cell_mask][:, gene_ok].copy()
-    kept.X = counts_all
-    counts = None if config.log_normalized else sp.csr_matrix(counts_all[:, hvg_mask], dtype=np.float32)
+        raise InputError(f"{where}too few cells or genes for PCA ({n_obs} cells × {n_vars} genes)")
+    if n_obs > config.dense_max_cells:
+        x, _ = scaled_pca(expr, n_pcs, clip=config.scale_clip)
+    else:
+        x = _dense_scaled_pca(expr, n_pcs, config.scale_clip, seed)
+    del expr
     return Prepared(
-        adata=kept,
+        adata=_kept(adata, cell_mask, gene_ok, counts),
         x=np.ascontiguousarray(x, dtype=np.float32),
-        counts=counts,
+        counts=None if config.log_normalized else sp.csr_matrix(counts[:, hvg_mask], dtype=np.float32),
         size_factors=size_factors,
-        hvg=list(a.var_names[hvg_mask]),
+        hvg=hvg,
         cell_mask=cell_mask,
     )
+
+
+def _csr32(x) -> sp.csr_matrix:
+    """``x`` as a float32 CSR matrix: the same object when it already is one, else a full copy.
+
+    A partial share (indices shared, values converted) would let an in-place index sort on one side corrupt
+    the other, so it is all or nothing.
+    """
+    if isinstance(x, sp.csr_matrix) and x.dtype == np.float32:
+        return x
+    return sp.csr_matrix(x, dtype=np.float32, copy=True)
+
+
+def _cells_per_gene(x: sp.csr_matrix, step: int = 10_000_000) -> np.ndarray:
+    """Number of cells with a positive count, per gene (G,).
+
+    Counted ``step`` stored values at a time: ``x > 0`` would copy the whole matrix, and bincount copies
+    the indices it is given as int64.
+    """
+    n = np.zeros(x.shape[1], dtype=np.int64)
+    for lo in range(0, x.nnz, step):
+        n += np.bincount(x.indices[lo:lo + step][x.data[lo:lo + step] > 0], minlength=x.shape[1])
+    return n
+
+
+def _divide_rows(x: sp.csr_matrix, size_factors: np.ndarray) -> sp.csr_matrix:
+    """A new float32 CSR matrix with row i of ``x`` multiplied by 1 / size_factors[i].
+
+    The same float32 products as ``diags(1 / s) @ x`` (which scanpy pipelines use), in one copy of ``x``
+    instead of three temporaries; explicit zeros are dropped as that product drops them.
+    """
+    out = x.copy()
+    inv = (1.0 / size_factors).astype(np.float32)
+    out.data *= np.repeat(inv, np.diff(out.indptr))
+    if out.nnz and not out.data.all():
+        out.eliminate_zeros()
+    return out
+
+
+def _dense_scaled_pca(expr: sp.csr_matrix, n_pcs: int, clip: float, seed: int) -> np.ndarray:
+    """``sc.pp.scale`` then arpack PCA on the densified (N × G float32) matrix: N × n_pcs."""
+    import scanpy as sc
+
+    # float32 so that scale and PCA do not work on float64 copies (peak memory of preprocess at 8.6k cells:
+    # ~100 MB with 1000 HVGs instead of ~180 MB; 163 MB with the default 2000). Cells × HVGs: linear in N,
+    # but 8 GB at 1M cells, hence the chunked path above PreprocessConfig.dense_max_cells.
+    dense = sc.pp.scale(expr.toarray(), max_value=clip)
+    return sc.pp.pca(np.asarray(dense, dtype=np.float32), n_comps=n_pcs, svd_solver="arpack",
+                     random_state=seed)
+
+
+def _kept(adata: ad.AnnData, cell_mask: np.ndarray, gene_ok: np.ndarray, counts: sp.csr_matrix) -> ad.AnnData:
+    """The input restricted to the kept cells and genes, with ``counts`` as X (not copied).
+
+    Everything but X is subset and copied as ``adata[cell_mask][:, gene_ok].copy()`` would; X is left out of
+    that copy because ``counts`` already holds it.
+    """
+    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm,
+                       obsp=adata.obsp, varp=adata.varp, layers=dict(adata.layers))
+    kept = shell[cell_mask][:, gene_ok].copy()
+    kept.X = counts
+    return kept
