@@ -23,32 +23,48 @@ def _save(fig, path: Path) -> None:
 
 #: Up to this many cells the UMAP neighbours are exact (scikit-learn); approximate above.
 UMAP_EXACT_MAX_CELLS = 50_000
+#: Above this many cells the UMAP is computed and drawn on a seeded random subsample of this many: a figure
+#: shows no more, and UMAP of 1M cells would take longer than the rest of the figure-writing by far.
+UMAP_MAX_CELLS = 50_000
 
 
 def umap_plot(adata: ad.AnnData, path: str | Path, seed: int = 0) -> None:
-    """UMAP of ``obsm["X_scsc"]`` coloured by cluster (and by true label when ``obs["label"]`` exists)."""
+    """UMAP of ``obsm["X_scsc"]`` (N × d) coloured by cluster (and by true label when ``obs["label"]`` exists).
+
+    Above UMAP_MAX_CELLS cells only a random subsample of that many (seeded by ``seed``) is embedded and drawn,
+    and the titles say so; ``obsm["X_umap"]`` (N × 2) is stored only when every cell was embedded.
+    """
     import scanpy as sc
 
-    tmp = ad.AnnData(X=np.zeros((adata.n_obs, 1), dtype=np.float32), obs=adata.obs.copy())
-    tmp.obsm["X_scsc"] = adata.obsm["X_scsc"]
+    keys = ["scsc_cluster"] + (["label"] if "label" in adata.obs else [])
+    n = adata.n_obs
+    rows = None
+    if n > UMAP_MAX_CELLS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=UMAP_MAX_CELLS, replace=False))
+    obs = adata.obs[keys] if rows is None else adata.obs[keys].iloc[rows]
+    emb = adata.obsm["X_scsc"] if rows is None else np.asarray(adata.obsm["X_scsc"])[rows]
+    tmp = ad.AnnData(X=np.zeros((len(obs), 1), dtype=np.float32), obs=obs.copy())
+    tmp.obsm["X_scsc"] = emb
     # Exact kNN (scikit-learn) below the size where it gets slow: it skips pynndescent's numba compilation,
     # which cost more than the whole UMAP on a few thousand cells. 200 layout epochs are umap-learn's own
     # choice for large data; its 500 for small data took twice as long for a figure.
-    exact = adata.n_obs <= UMAP_EXACT_MAX_CELLS
+    exact = tmp.n_obs <= UMAP_EXACT_MAX_CELLS
     sc.pp.neighbors(tmp, use_rep="X_scsc", n_neighbors=15, random_state=seed,
                     **({"transformer": "sklearn"} if exact else {}))
     sc.tl.umap(tmp, random_state=seed, maxiter=200)
-    adata.obsm["X_umap"] = tmp.obsm["X_umap"]
-    keys = ["scsc_cluster"] + (["label"] if "label" in adata.obs else [])
+    xy = tmp.obsm["X_umap"]
+    if rows is None:
+        adata.obsm["X_umap"] = xy
+    shown = "" if rows is None else f" ({tmp.n_obs:,} of {n:,} cells)"
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        cats = pd.Categorical(adata.obs[key])
+        # Categories of every cell, not only the drawn ones: the colours match a full figure.
+        cats = pd.Categorical(obs[key], categories=pd.Categorical(adata.obs[key]).categories)
         cmap = plt.get_cmap("tab20", max(len(cats.categories), 1))
-        xy = tmp.obsm["X_umap"]
         for i, cat in enumerate(cats.categories):
             m = np.asarray(cats == cat)
             ax.scatter(xy[m, 0], xy[m, 1], s=3, color=cmap(i), label=str(cat), rasterized=True)
-        ax.set_title({"scsc_cluster": "scsc clusters", "label": "true labels"}[key])
+        ax.set_title({"scsc_cluster": "scsc clusters", "label": "true labels"}[key] + shown)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel("UMAP1")
