@@ -21,6 +21,7 @@ import torch
 from . import __version__
 from .checkpoint import Checkpointer, read_torch_file
 from .config import RunConfig
+from .data.batches import BatchPlan, plan_batches, resolve_batch_size
 from .data.bundle import TrainData, build_train_data
 from .data.io import LABEL_KEY, atomic_path
 from .data.preprocess import Prepared, preprocess
@@ -28,7 +29,7 @@ from .errors import ConfigError, InputError
 from .evaluate import score
 from .model import ScSiameseClu
 from .plugins import Registry
-from .train import Reporter, pretrained_embedding, seed_everything, train_clustering
+from .train import Reporter, embed_cells, pretrained_embedding, seed_everything, train_clustering
 from .train import pretrain as _pretrain_loop
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
@@ -83,8 +84,26 @@ def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = No
     """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2)."""
     prepared = preprocess(adata, config.preprocess, seed=config.seed,
                           min_cells_required=config.graph.k + 1, source=source)
-    data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device)
+    full_batch = resolve_batch_size(config.minibatch, prepared.n_cells) == 0
+    data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device,
+                            dense_counts=full_batch)
     return prepared, data
+
+
+def plan(data: TrainData, config: RunConfig) -> BatchPlan | None:
+    """The minibatch plan of a run (scsc/data/batches.py), or None for full-batch training."""
+    size = resolve_batch_size(config.minibatch, data.n_cells)
+    if size == 0:
+        return None
+    return plan_batches(data.x.cpu().numpy(), data.knn, config.minibatch, size, seed=config.seed)
+
+
+def _batch_summary(batches: BatchPlan | None, data: TrainData) -> dict[str, Any]:
+    if batches is None:
+        return {"batch_size": 0}
+    eval_batches = batches.eval_batches()
+    return {"batch_size": batches.batch_size, "parts": len(batches.parts), "batches_per_round": len(eval_batches),
+            "edges_in_batch": batches.edge_coverage(data.knn, eval_batches)}
 
 
 def _fingerprint(prepared: Prepared) -> dict[str, Any]:
@@ -192,11 +211,12 @@ def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared, data = prepare(adata, cfg, source)
+    batches = plan(data, cfg)
     timings["preprocess_graph"] = time.perf_counter() - t0
     generator = seed_everything(cfg.seed)
     model = _build_model(cfg, prepared, registry)
     t0 = time.perf_counter()
-    history = _pretrain_loop(model, data, cfg, generator, reporter)
+    history = _pretrain_loop(model, data, cfg, generator, reporter, batches=batches)
     timings["pretrain"] = time.perf_counter() - t0
     return {"encoder": model.encoder.state_dict(), "config": cfg.to_dict(),
             "fingerprint": _fingerprint(prepared), "history": history, "timings": timings,
@@ -250,6 +270,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     prepared, data = prepare(adata, cfg, source)
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters > data.n_cells:
         raise ConfigError(f"n_clusters={cfg.cluster.n_clusters} exceeds the {data.n_cells} cells")
+    batches = plan(data, cfg)
     timings.stop("preprocess_graph")
     generator = seed_everything(cfg.seed)
     model = _build_model(cfg, prepared, registry)
@@ -263,7 +284,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     elif pretrained is None:
         ck.restore()  # a no-op unless the run stopped during pretraining
         ckpt = {"history": list(_pretrain_loop(model, data, cfg, generator, reporter, history=history,
-                                               checkpoint=ck))}
+                                               checkpoint=ck, batches=batches))}
     else:
         where = str(pretrained) if not isinstance(pretrained, dict) else "pretrained"
         ckpt = load_checkpoint(pretrained) if not isinstance(pretrained, dict) else pretrained
@@ -288,10 +309,10 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         k, init_labels = ck.k, ck.init_labels
         ck.restore()
     else:
-        z_pre = pretrained_embedding(model, data).cpu().numpy()
+        z_pre = pretrained_embedding(model, data, batches).cpu().numpy()
         model.augment.prepare(data, z_pre)
         k = cfg.cluster.n_clusters or estimate_n_clusters(z_pre, cfg.cluster.leiden_resolution, cfg.seed)
-        init_labels = model.head.init(model.embed(data), k)
+        init_labels = model.head.init(embed_cells(model, data, batches), k)
         ck.z_pre, ck.k, ck.init_labels = z_pre, int(k), init_labels
     timings.stop("init")
 
@@ -304,15 +325,15 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         if first < warmup:
             train_clustering(model, data, cfg, generator, reporter, epochs=warmup - first, start_epoch=first,
                              exclude=frozenset({"clu"}), stage="cluster: warm-up", history=history,
-                             checkpoint=stage)
+                             checkpoint=stage, batches=batches, stream="cluster_warmup")
         if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
-            model.head.init(model.embed(data), k)
+            model.head.init(embed_cells(model, data, batches), k)
     stage = ck.stage("cluster")
     first = stage.first_epoch(warmup, epochs)
     if first < epochs:
         train_clustering(model, data, cfg, generator, reporter, epochs=epochs - first, start_epoch=first,
-                         history=history, checkpoint=stage)
-    z = model.embed(data)
+                         history=history, checkpoint=stage, batches=batches)
+    z = embed_cells(model, data, batches)
     labels = model.head.predict(z)
     timings.stop("cluster")
     timings.stop("total")
@@ -339,6 +360,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         "k_estimated": bool(k_estimated),
         "timings": {key: float(v) for key, v in timings.items()},
         "cells_removed": int((~prepared.cell_mask).sum()),
+        "minibatch": _batch_summary(batches, data),
         **({"metrics": metrics} if metrics else {}),
     }
     return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(history),

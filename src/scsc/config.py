@@ -138,6 +138,19 @@ class ClusterConfig:
 
 
 @dataclass
+class MinibatchConfig:
+    """Minibatch training for large data: each epoch of a graph stage trains on one subgraph of cells."""
+
+    #: Cells per batch; 0 trains on all cells at once (full batch). None ("auto"): full batch up to
+    #: ``auto_above`` cells, batches of ``auto_batch_size`` above.
+    batch_size: int | None = None
+    auto_above: int = 20_000
+    auto_batch_size: int = 8192
+    #: Coarse k-means parts per batch; a batch is built from neighbouring parts (scsc/data/batches.py).
+    parts_per_batch: int = 4
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as ``config.toml`` beside every result."""
 
@@ -150,6 +163,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    minibatch: MinibatchConfig = field(default_factory=MinibatchConfig)
 
     # ----------------------------------------------------------------- conversion
     def to_dict(self) -> dict[str, Any]:

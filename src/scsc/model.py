@@ -50,8 +50,12 @@ class ScSiameseClu(nn.Module):
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
 
     # ------------------------------------------------------------------ passes
-    def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor) -> Forward:
-        """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d)."""
+    def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
+                rows: Tensor | None = None) -> Forward:
+        """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
+
+        ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
+        """
         enc = self.encoder
         ae_views = graph_views = None
         z_ae = z_g = None
@@ -65,16 +69,19 @@ class ScSiameseClu(nn.Module):
             graph_views = [g1, g2]
             z_g = 0.5 * (g1 + g2)
             props = p1 + p2
-        z = self.fusion(z_ae, z_g, adj_main)
+        z = self.fusion(z_ae, z_g, adj_main) if rows is None else self.fusion(z_ae, z_g, adj_main, rows=rows)
         return Forward(z, z_ae, z_g, ae_views, graph_views, props)
 
     @torch.no_grad()
-    def embed(self, data: TrainData) -> Tensor:
-        """The reported cell embedding Z (N × d): the views without expression noise, eval mode."""
+    def embed(self, data: TrainData, rows: Tensor | None = None) -> Tensor:
+        """The reported cell embedding Z (N × d): the views without expression noise, eval mode.
+
+        ``data`` may be one minibatch (the augmenter focused on it), ``rows`` (B,) its cell indices.
+        """
         was = self.training
         self.eval()
         v = self.augment.clean_views(data.x)
-        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main)
+        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows)
         self.train(was)
         return out.z
 

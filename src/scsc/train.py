@@ -2,6 +2,12 @@
 
 No label is visible here. The clustering stage runs its configured number of epochs and the final epoch is
 what is reported.
+
+With a :class:`~scsc.data.batches.BatchPlan` (minibatch mode), every epoch of the graph stages is one
+optimizer step on one batch of cells and the subgraph it induces (correlations, attention and the transport
+target then live inside the batch; the target keeps the global cluster proportions), and an epoch of the
+expression-AE stage covers that batch's cells. Training time then no longer grows with N; the embeddings of
+all cells are computed batch by batch (:func:`embed_cells`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 
 from .checkpoint import Checkpointer, StageCheckpoint, disabled
 from .config import RunConfig
+from .data.batches import BatchPlan
 from .data.bundle import TrainData
 from .losses import adjacency_loss
 from .model import ScSiameseClu
@@ -56,22 +63,31 @@ def _log(history: list[dict], stage: str, epoch: int, terms: dict[str, float], t
     history.append({"stage": stage, "epoch": epoch, **terms, "total": total})
 
 
+def _batch(data: TrainData, batches: BatchPlan | None, stream: str, epoch: int
+           ) -> tuple[TrainData, np.ndarray | None]:
+    """The data an epoch trains on: all cells, or the batch of ``epoch`` with its subgraph, and its rows."""
+    if batches is None:
+        return data, None
+    rows = batches.batch(stream, epoch)
+    return data.subset(rows), rows
+
+
 def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator: torch.Generator,
              reporter: Reporter | None = None, *, history: list[dict] | None = None,
-             checkpoint: Checkpointer | None = None) -> list[dict]:
+             checkpoint: Checkpointer | None = None, batches: BatchPlan | None = None) -> list[dict]:
     """The three pretraining stages on the plain graph Â; returns the loss history (one row per epoch).
 
     Rows are appended to ``history`` (a new list by default). With a ``checkpoint``, the state is saved after
-    epochs, and a resumed run skips the stages and epochs that the saved run had finished.
+    epochs, and a resumed run skips the stages and epochs that the saved run had finished. With ``batches``,
+    each epoch trains on one batch (see the module docstring).
     """
     reporter = reporter or SilentReporter()
     ck = checkpoint or disabled()
     p = config.pretrain
     enc = model.encoder
     history = [] if history is None else history
-    x, adj = data.x, data.adj
     rng = ck.numpy_rng(config.seed)
-    ax = torch.sparse.mm(adj, x)
+    ax_full = torch.sparse.mm(data.adj, data.x) if batches is None else None
     n_neg = config.loss.adj_negatives
 
     stage = ck.stage("pretrain_ae")
@@ -82,10 +98,12 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         reporter.start("pretrain: expression AE", p.ae_epochs - first)
         bs = max(1, p.ae_batch_size)
         for epoch in range(first, p.ae_epochs):
-            perm = torch.from_numpy(rng.permutation(data.n_cells)).to(x.device)
+            cells = None if batches is None else batches.batch("pretrain_ae", epoch)
+            perm = rng.permutation(data.n_cells) if cells is None else cells[rng.permutation(len(cells))]
+            perm = torch.from_numpy(perm).to(data.device)
             total, count = 0.0, 0
-            for start in range(0, data.n_cells, bs):
-                xb = x[perm[start:start + bs]]
+            for start in range(0, len(perm), bs):
+                xb = data.x[perm[start:start + bs]]
                 x_hat, _ = enc.ae.decode(enc.ae.encode(xb))
                 loss = 10.0 * torch.mean((x_hat - xb) ** 2)
                 opt.zero_grad()
@@ -105,10 +123,12 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         stage.restore_optimizer(opt)
         reporter.start("pretrain: graph AE", p.gae_epochs - first)
         for epoch in range(first, p.gae_epochs):
-            z, _ = enc.gae.encode(x, adj)
-            z_hat, _ = enc.gae.decode(z, adj)
+            d, _ = _batch(data, batches, "pretrain_gae", epoch)
+            ax = ax_full if batches is None else torch.sparse.mm(d.adj, d.x)
+            z, _ = enc.gae.encode(d.x, d.adj)
+            z_hat, _ = enc.gae.decode(z, d.adj)
             terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
-                     "rec_adj": adjacency_loss(z, data.edge_index, data.edge_weight, n_neg, generator)}
+                     "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
             loss = terms["rec_graph"] + p.gae_adj_weight * terms["rec_adj"]
             opt.zero_grad()
             loss.backward()
@@ -126,14 +146,16 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         stage.restore_optimizer(opt)
         reporter.start("pretrain: joint", p.joint_epochs - first)
         for epoch in range(first, p.joint_epochs):
-            z_ae = enc.ae.encode(x)
+            d, _ = _batch(data, batches, "pretrain_joint", epoch)
+            ax = ax_full if batches is None else torch.sparse.mm(d.adj, d.x)
+            z_ae = enc.ae.encode(d.x)
             x_hat, _ = enc.ae.decode(z_ae)
-            z_g, _ = enc.gae.encode(x, adj)
-            z_hat, _ = enc.gae.decode(z_g, adj)
+            z_g, _ = enc.gae.encode(d.x, d.adj)
+            z_hat, _ = enc.gae.decode(z_g, d.adj)
             terms = {
-                "rec_x": torch.mean((x_hat - x) ** 2),
+                "rec_x": torch.mean((x_hat - d.x) ** 2),
                 "rec_graph": torch.mean((z_hat - ax) ** 2),
-                "rec_adj": adjacency_loss(z_g, data.edge_index, data.edge_weight, n_neg, generator),
+                "rec_adj": adjacency_loss(z_g, d.edge_index, d.edge_weight, n_neg, generator),
                 "align": torch.mean((z_ae - z_g) ** 2),
             }
             loss = (terms["rec_x"] + p.joint_rec_graph * terms["rec_graph"] + p.joint_adj * terms["rec_adj"]
@@ -149,14 +171,51 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
     return history
 
 
-def pretrained_embedding(model: ScSiameseClu, data: TrainData) -> torch.Tensor:
-    """Embedding of the pretrained encoders on the plain graph (N × d), before any augmentation."""
+def _rows_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device)
+
+
+def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None
+                         ) -> torch.Tensor:
+    """Embedding of the pretrained encoders on the plain graph (N × d), before any augmentation.
+
+    With ``batches``, computed batch by batch over :meth:`BatchPlan.eval_batches` (each on its subgraph).
+    """
     with torch.no_grad():
         was = model.training
         model.eval()
-        out = model.forward(data.x, data.x, data.adj, data.adj, data.adj)
+        if batches is None:
+            z = model.forward(data.x, data.x, data.adj, data.adj, data.adj).z
+        else:
+            z = None
+            for rows in batches.eval_batches():
+                d = data.subset(rows)
+                r = _rows_tensor(rows, data.device)
+                zb = model.forward(d.x, d.x, d.adj, d.adj, d.adj, rows=r).z
+                z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
+                z[r] = zb
         model.train(was)
-    return out.z
+    return z
+
+
+def embed_cells(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None) -> torch.Tensor:
+    """The reported embedding Z (N × d) of all cells (:meth:`ScSiameseClu.embed`), batch by batch with ``batches``.
+
+    The augmenter must be prepared; afterwards it is focused on all cells again.
+    """
+    if batches is None:
+        return model.embed(data)
+    z = None
+    try:
+        for rows in batches.eval_batches():
+            model.augment.focus(rows)
+            r = _rows_tensor(rows, data.device)
+            zb = model.embed(data.subset(rows), rows=r)
+            z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
+            z[r] = zb
+    finally:
+        model.augment.focus(None)
+    return z
 
 
 def active_terms(config: RunConfig) -> set[str]:
@@ -173,13 +232,16 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
                      on_epoch: Callable[[int], None] | None = None, *, epochs: int | None = None,
                      start_epoch: int = 0, exclude: frozenset[str] = frozenset(),
                      stage: str = "cluster", history: list[dict] | None = None,
-                     checkpoint: StageCheckpoint | None = None) -> list[dict]:
+                     checkpoint: StageCheckpoint | None = None, batches: BatchPlan | None = None,
+                     stream: str = "cluster") -> list[dict]:
     """The clustering stage: Adam on the weighted sum of named terms for ``epochs`` (default ``cluster.epochs``).
 
     The head must already be initialised (``model.head.init``). Terms in ``exclude`` are skipped (the warm-up
     runs without ``clu``; the target is then not refreshed either). Returns the loss history, its epochs
     numbered from ``start_epoch``; rows are appended to ``history`` (a new list by default). A ``checkpoint``
     restores the optimizer when the run resumes inside this stage and saves the state after epochs.
+    With ``batches``, epoch e trains on batch e of ``stream`` and the head's target is recomputed for every
+    batch (``refresh_every`` applies to full-batch training only).
     """
     reporter = reporter or SilentReporter()
     c = config.cluster
@@ -194,10 +256,19 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
     reporter.start(stage, n_epochs)
     model.train()
     for epoch in range(start_epoch, start_epoch + n_epochs):
-        v = model.augment.views(data.x, generator)
-        out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main)
-        refresh = "clu" in want and c.refresh_every > 0 and epoch % c.refresh_every == 0
-        terms = model.clustering_terms(data, out, generator, weights.adj_negatives, refresh, want)
+        d, rows = _batch(data, batches, stream, epoch)
+        if rows is not None:
+            model.augment.focus(rows)
+            if hasattr(model.head, "focus"):
+                model.head.focus(_rows_tensor(rows, data.device))
+        v = model.augment.views(d.x, generator)
+        out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main,
+                            rows=None if rows is None else _rows_tensor(rows, data.device))
+        if rows is None:
+            refresh = "clu" in want and c.refresh_every > 0 and epoch % c.refresh_every == 0
+        else:
+            refresh = "clu" in want
+        terms = model.clustering_terms(d, out, generator, weights.adj_negatives, refresh, want)
         loss = sum(getattr(weights, k) * v for k, v in terms.items())
         opt.zero_grad()
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
@@ -210,5 +281,9 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
             checkpoint.epoch_done(epoch, start_epoch + n_epochs - 1, opt)
         if on_epoch is not None:
             on_epoch(epoch)
+    if batches is not None:
+        model.augment.focus(None)
+        if hasattr(model.head, "focus"):
+            model.head.focus(None)
     reporter.stop(stage)
     return history

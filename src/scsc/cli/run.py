@@ -20,6 +20,9 @@ SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, sa
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default cpu).")
 LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised, not counts (disables ZINB).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
+BATCH = typer.Option(None, "--batch-size", min=0,
+                     help="Cells per training batch; 0 trains on all cells at once. Default: all cells up to "
+                          "20,000, batches of 8,192 above (minibatch.* in the config).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out.")
 
 
@@ -63,6 +66,7 @@ def pretrain(
     label_key: Optional[str] = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
+    batch_size: Optional[int] = BATCH,
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -77,7 +81,8 @@ def pretrain(
 
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
-        "components.encoder": encoder, "preprocess.log_normalized": log_normalized})
+        "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
+        "minibatch.batch_size": batch_size})
     check_out_dir(out, overwrite, ("pretrain.pt",))
     adata = _read(data, layer, label_key, transpose)
     with RichReporter(err_console, enabled=not quiet) as rep:
@@ -113,6 +118,7 @@ def cluster(
     label_key: Optional[str] = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
+    batch_size: Optional[int] = BATCH,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
     checkpoint_every: int = typer.Option(
         10, "--checkpoint-every", min=0,
@@ -140,7 +146,7 @@ def cluster(
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs, "cluster.n_clusters": n_clusters,
-        "preprocess.log_normalized": log_normalized})
+        "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
     ck_path = out / ckpt.FILE_NAME
     if resume:
         ckpt.check_config(ckpt.load(ck_path), cfg, str(ck_path))  # before the data are read
@@ -165,6 +171,7 @@ def cluster(
     ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
     summary = {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
                "k_estimated": result.k_estimated, "timings_s": result.timings,
+               "minibatch": result.adata.uns["scsc"]["minibatch"],
                "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
                **({"metrics": result.metrics} if result.metrics else {})}
     if as_json:
@@ -180,6 +187,10 @@ def _print_summary(s: dict) -> None:
     table.add_row("cells", f"{s['cells']:,}")
     table.add_row("clusters", f"{s['n_clusters']}" + (" (estimated)" if s["k_estimated"] else ""))
     table.add_row("sizes", ", ".join(f"{k}: {v}" for k, v in s["cluster_sizes"].items()))
+    mb = s["minibatch"]
+    table.add_row("training", "all cells at once" if not mb["batch_size"] else
+                  f"batches of {mb['batch_size']:,} cells ({mb['batches_per_round']} per round, "
+                  f"{mb['edges_in_batch']:.0%} of kNN edges inside a batch)")
     t = s["timings_s"]
     table.add_row("time", f"{t['total']:.1f} s (preprocess+graph {t['preprocess_graph']:.1f}, pretrain "
                           f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})")

@@ -3,6 +3,8 @@
 An augmenter is prepared once after pretraining (it may score edges with the pretrained embedding and build
 the diffusion view), then yields two views per epoch: ``(x1, adj1)`` and ``(x2, adj2)``. Its ``adj_main`` is the
 graph used for local propagation and graph reconstruction (Â_r when edges are removed, else Â).
+
+In minibatch training, :meth:`Augmenter.focus` restricts the three graphs to the subgraph of one batch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..config import RunConfig
@@ -40,10 +43,17 @@ class Augmenter:
         self.adj_main: torch.Tensor | None = None
         self.adj1: torch.Tensor | None = None
         self.adj2: torch.Tensor | None = None
+        #: Whole-data graphs (scipy, N × N) that :meth:`focus` cuts batches from: the binary graph behind
+        #: adj_main and adj1 (renormalised per batch) and the diffusion view (as computed).
+        self._graphs: tuple[sp.csr_matrix, sp.csr_matrix] | None = None
+        self._full: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._device: torch.device | str = "cpu"
 
     def prepare(self, data: TrainData, embedding: np.ndarray | None) -> None:
         """Build the graph views once; ``embedding`` (N × d) is the pretrained cell embedding."""
         self.adj_main = self.adj1 = self.adj2 = data.adj
+        self._graphs = (data.knn, data.adj_scipy)
+        self._device = data.device
         if self.graph_views:
             if embedding is None:
                 raise ValueError("the graph views need the pretrained embedding")
@@ -52,6 +62,24 @@ class Augmenter:
             ppr = ppr_diffusion(data.knn, self.graph_cfg.ppr_alpha, self.graph_cfg.ppr_eps,
                                 self.graph_cfg.ppr_topk)
             self.adj2 = sparse_to_torch(ppr, data.device)
+            self._graphs = (kept, ppr)
+        self._full = (self.adj_main, self.adj1, self.adj2)
+
+    def focus(self, rows: np.ndarray | None) -> None:
+        """Use the subgraphs induced by the cells ``rows`` (sorted, B of them) from now on; None: all cells.
+
+        Â_r (and Â without graph views) is renormalised over the batch; the diffusion view, whose rows do not
+        sum to one anyway, keeps its values on the edges inside the batch.
+        """
+        if self._full is None:
+            raise RuntimeError("call prepare() before focus()")
+        if rows is None:
+            self.adj_main, self.adj1, self.adj2 = self._full
+            return
+        main = self._graphs[0][rows][:, rows]
+        self.adj_main = self.adj1 = sparse_to_torch(row_normalize(main), self._device)
+        self.adj2 = sparse_to_torch(self._graphs[1][rows][:, rows], self._device) if self.graph_views \
+            else self.adj_main
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Views:
         """The two training views of ``x`` (N × P) for one epoch (fresh noise every call)."""

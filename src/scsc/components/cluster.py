@@ -73,7 +73,10 @@ class StudentTHead(nn.Module):
         self.seed = config.seed
         self.centroids = nn.Parameter(torch.zeros(0))
         self.register_buffer("proportions", torch.zeros(0))
+        #: The initial KMeans cluster of every cell (N,); minibatch training derives batch marginals from it.
+        self.register_buffer("assignments", torch.zeros(0, dtype=torch.long))
         self.target: Tensor | None = None
+        self._batch_proportions: Tensor | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -86,7 +89,28 @@ class StudentTHead(nn.Module):
         sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
         props = np.maximum(sizes, 1.0) / max(sizes.sum(), 1.0)
         self.proportions = torch.from_numpy(props / props.sum()).to(z.device)
+        self.assignments = torch.from_numpy(labels).to(z.device)
         return labels
+
+    def focus(self, rows: Tensor | None) -> None:
+        """Train on the cells ``rows`` (B,) from now on (None: all cells).
+
+        The transport target of a batch then uses the batch's share of each initial cluster: a batch of
+        neighbouring cells holds only some of the types, and forcing the global proportions on it would move
+        cells into clusters that are not there. Summed over a round of batches these are the global proportions.
+        """
+        if rows is None or self.assignments.numel() == 0:
+            self._batch_proportions = None
+            return
+        sizes = torch.bincount(self.assignments[rows], minlength=self.n_clusters).double()
+        # A small floor keeps every cluster reachable (the plan needs positive marginals).
+        props = sizes.clamp_min(0.5 if len(rows) > 0 else 1.0)
+        self._batch_proportions = props / props.sum()
+
+    @property
+    def marginals(self) -> Tensor:
+        """Cluster proportions (K,) the transport target must meet: the batch's or the global ones."""
+        return self.proportions if self._batch_proportions is None else self._batch_proportions
 
     def soft_assign(self, z: Tensor) -> Tensor:
         """Q (N × K)."""
@@ -110,7 +134,7 @@ class SinkhornHead(StudentTHead):
     def refresh(self, z: Tensor) -> None:
         with torch.no_grad():
             q = self.soft_assign(z).double().cpu().numpy()
-        plan = sinkhorn_plan(q, self.proportions.cpu().numpy(), self.cfg.sinkhorn_lambda,
+        plan = sinkhorn_plan(q, self.marginals.cpu().numpy(), self.cfg.sinkhorn_lambda,
                              self.cfg.sinkhorn_iters, self.cfg.sinkhorn_tol)
         self.target = torch.from_numpy(plan.astype(np.float32)).to(z.device)
 

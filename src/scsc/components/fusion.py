@@ -22,7 +22,7 @@ class MeanFusion(nn.Module):
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor) -> Tensor:
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None) -> Tensor:
         """Branch embeddings (N × d each, either may be None) → Z (N × d)."""
         parts = [z for z in (z_ae, z_g) if z is not None]
         return torch.stack(parts).mean(dim=0)
@@ -46,10 +46,16 @@ class SiameseFusion(nn.Module):
         self.beta = nn.Parameter(torch.zeros(()))
         self.scale = config.model.attention_scale
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor) -> Tensor:
-        """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out."""
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out.
+
+        ``rows`` (B,) are the cells of a minibatch (their per-cell fusion weights are used); None: all cells.
+        """
         if z_ae is not None and z_g is not None:
-            z_i = self.a * z_ae + self.b * z_g
+            a, b = self.a, self.b
+            if rows is not None and a.shape[0] > 1:
+                a, b = a[rows], b[rows]
+            z_i = a * z_ae + b * z_g
         else:
             z_i = z_ae if z_ae is not None else z_g
         z_l = torch.sparse.mm(adj, z_i)

@@ -26,6 +26,8 @@ class TrainData:
         adj_scipy: Â = D⁻¹(A + I), scipy CSR (N, N).
         adj: Â as a torch sparse CSR tensor.
         edge_index, edge_weight: the non-zeros of Â, (2, E) and (E,).
+        counts_csr: the HVG counts kept sparse (N, G) instead of ``counts`` in minibatch mode, where the dense
+            block would be the largest object of a run (8 GB at a million cells); batches densify their rows.
     """
 
     x: torch.Tensor
@@ -37,6 +39,7 @@ class TrainData:
     edge_index: torch.Tensor
     edge_weight: torch.Tensor
     device: torch.device
+    counts_csr: sp.csr_matrix | None = None
 
     @property
     def n_cells(self) -> int:
@@ -44,18 +47,42 @@ class TrainData:
 
     @property
     def n_genes(self) -> int:
-        return 0 if self.counts is None else int(self.counts.shape[1])
+        if self.counts is not None:
+            return int(self.counts.shape[1])
+        return 0 if self.counts_csr is None else int(self.counts_csr.shape[1])
+
+    def subset(self, rows: np.ndarray) -> TrainData:
+        """The data of the cells ``rows`` (sorted indices, B of them) and the kNN subgraph they induce.
+
+        Â of the subgraph is renormalised, so its rows sum to one over the batch. O(B · G + edges) time.
+        """
+        knn = self.knn[rows][:, rows].tocsr()
+        adj = row_normalize(knn)
+        ei, ew = edges_of(adj, self.device)
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(self.device)
+        if self.counts is not None:
+            counts = self.counts[idx]
+        elif self.counts_csr is not None:
+            counts = torch.from_numpy(self.counts_csr[rows].toarray().astype(np.float32)).to(self.device)
+        else:
+            counts = None
+        return TrainData(x=self.x[idx], counts=counts, size_factors=self.size_factors[idx], knn=knn,
+                         adj_scipy=adj, adj=sparse_to_torch(adj, self.device), edge_index=ei, edge_weight=ew,
+                         device=self.device)
 
 
 def build_train_data(prepared: Prepared, graph: GraphConfig, seed: int = 0,
-                     device: str | torch.device = "cpu") -> TrainData:
-    """kNN graph on the PCA input and the tensors of :class:`TrainData` on ``device``."""
+                     device: str | torch.device = "cpu", dense_counts: bool = True) -> TrainData:
+    """kNN graph on the PCA input and the tensors of :class:`TrainData` on ``device``.
+
+    ``dense_counts=False`` keeps the HVG counts sparse (``counts_csr``) for minibatch training.
+    """
     device = torch.device(device)
     knn = knn_graph(prepared.x, graph.k, graph.exact_max_cells, seed=seed)
     adj = row_normalize(knn)
     ei, ew = edges_of(adj, device)
     counts = None
-    if prepared.counts is not None:
+    if prepared.counts is not None and dense_counts:
         # Cells × HVGs (N × G, G = 2000 by default): linear in N, read every epoch by the ZINB term.
         counts = torch.from_numpy(np.asarray(prepared.counts.toarray(), dtype=np.float32)).to(device)
     return TrainData(
@@ -68,4 +95,5 @@ def build_train_data(prepared: Prepared, graph: GraphConfig, seed: int = 0,
         edge_index=ei,
         edge_weight=ew,
         device=device,
+        counts_csr=None if dense_counts or prepared.counts is None else sp.csr_matrix(prepared.counts),
     )
