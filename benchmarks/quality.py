@@ -85,8 +85,10 @@ def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2) -> list[
     t0 = time.perf_counter()
     r = scsc.run(a, n_clusters=k, config=cfg, seed=seed)
     secs = time.perf_counter() - t0
+    mb = r.adata.uns["scsc"].get("minibatch", {})
     return [{"method": "scsc", "seed": seed, "seconds": secs, **r.metrics["scsc"],
-             **{f"stage_{k}": v for k, v in r.timings.items()}},
+             **{f"stage_{k}": v for k, v in r.timings.items()}, "cells": r.adata.n_obs,
+             "batch_size": mb.get("batch_size", 0), "edges_in_batch": mb.get("edges_in_batch", np.nan)},
             {"method": "scsc_pretrain_kmeans", "seed": seed, "seconds": np.nan, **r.metrics["pretrain_kmeans"]}]
 
 

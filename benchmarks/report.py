@@ -80,17 +80,56 @@ def timing_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame) -> str:
+    """scsc full batch (``full``) against minibatch runs (``mini``) of the same seeds, per dataset."""
+    full = full[full.method == "scsc"]
+    mini = mini[mini.method == "scsc"]
+    size = int(mini.batch_size.max())
+    lines = [f"## Minibatch training against full batch (batches of {size:,} cells)", "",
+             f"`python benchmarks/quality.py --set minibatch.batch_size={size} --no-baselines`, seeds as above, "
+             "compared with the full-batch scsc rows of the quality table. Each epoch of the graph stages trains on "
+             "one batch, so every data set here is cut into at least two batches (the default batch, 8,192 "
+             "cells, applies from 20,000 cells up).", "",
+             "| dataset | cells | batches per round | kNN edges inside a batch | full-batch ARI | minibatch ARI | "
+             "Δ ARI | full-batch NMI | minibatch NMI | minibatch s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    deltas = []
+    for ds, part in mini.groupby("dataset"):
+        ref = full[(full.dataset == ds) & full.seed.isin(part.seed)]
+        if not len(ref):
+            continue
+        d = part.ari.mean() - ref.ari.mean()
+        deltas.append({"ari": d, "nmi": part.nmi.mean() - ref.nmi.mean()})
+        cells = int(part.cells.iloc[0])
+        lines.append(f"| {ds} | {cells:,} | {-(-cells // size)}+ | {part.edges_in_batch.mean():.0%} | "
+                     f"{_ms(ref.ari)} | {_ms(part.ari)} | {d:+.3f} | {_ms(ref.nmi)} | {_ms(part.nmi)} | "
+                     f"{part.seconds.mean():.0f} |")
+    m = pd.DataFrame(deltas)
+    if len(m):
+        lines += ["", f"Mean Δ over {len(m)} datasets: ARI **{m.ari.mean():+.3f}**, NMI **{m.nmi.mean():+.3f}**; "
+                  f"largest ARI loss {m.ari.min():+.3f}. Target of the scale issue (within 0.03 ARI of full batch): "
+                  f"{'met' if m.ari.mean() >= -0.03 else 'not met'} on the mean."]
+    return "\n".join(lines)
+
+
 def scaling_section(df: pd.DataFrame, exponents: pd.DataFrame | None) -> str:
     lines = ["## Scaling with the number of cells", "",
-             "Simulated counts (`scsc simulate`, 2000 genes, 10 types) at each size; whole commands in fresh "
-             "processes, alone on 2 CPU cores (`python benchmarks/scaling.py`).", "",
-             "| cells | command | seconds | peak GB | preprocess + graph s | pretrain s | cluster s |",
-             "|---|---|---|---|---|---|---|"]
+             "Simulated counts (`scsc simulate`, 2000 genes, 10 types; `depth` scales library sizes, 1.0 gives "
+             "about 70% zeros, 0.1 about 94% as in droplet data) at each size; whole commands in fresh processes, "
+             "alone on 2 CPU cores (`python benchmarks/scaling.py`). `batch` is the minibatch size the default "
+             "chose (0: full batch); ARI is against the planted types.", "",
+             "| cells | depth | command | batch | seconds | peak GB | preprocess + graph s | pretrain s | init s | "
+             "cluster s | ARI |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, spec: str = ".0f") -> str:
+        return "–" if v is None or pd.isna(v) else format(v, spec)
+
     for _, r in df.iterrows():
-        stages = [r.get(f"stage_{k}") for k in ("preprocess_graph", "pretrain", "cluster")]
-        cells = " | ".join("–" if pd.isna(v) else f"{v:.0f}" for v in stages)
+        stages = " | ".join(fmt(r.get(f"stage_{k}")) for k in ("preprocess_graph", "pretrain", "init", "cluster"))
         err = f" ({r['error']})" if "error" in r and isinstance(r["error"], str) else ""
-        lines.append(f"| {r.cells} | {r.command}{err} | {r.seconds:.0f} | {r.peak_gb:.2f} | {cells} |")
+        scsc_row = r.command.startswith("scsc")
+        batch = fmt(r.get("batch_size", 0 if scsc_row else None), ",.0f") if scsc_row else "–"
+        lines.append(f"| {r.cells:,} | {fmt(r.get('depth', 1.0), '.1f')} | {r.command}{err} | {batch} | "
+                     f"{r.seconds:.0f} | {r.peak_gb:.2f} | {stages} | {fmt(r.get('ari'), '.3f')} |")
     lines.append("")
     for n, part in df.groupby("cells"):
         mine = part[part.command.str.startswith("scsc")]
@@ -112,6 +151,7 @@ def main() -> None:
     ap.add_argument("quality", type=Path, nargs="+", help="quality CSV(s); several are concatenated")
     ap.add_argument("--timing", type=Path)
     ap.add_argument("--scaling", type=Path)
+    ap.add_argument("--minibatch", type=Path, help="quality CSV of minibatch runs (scsc rows only)")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     parts = ["# Benchmarks", "",
@@ -120,7 +160,10 @@ def main() -> None:
              "`python benchmarks/report.py benchmarks/results/quality.csv --timing benchmarks/results/timing.csv "
              "--scaling benchmarks/results/scaling.csv`. Raw numbers are in `benchmarks/results/`. Labels are "
              "used only for these scores.", ""]
-    parts.append(quality_section(pd.concat([pd.read_csv(q) for q in args.quality], ignore_index=True)))
+    quality = pd.concat([pd.read_csv(q) for q in args.quality], ignore_index=True)
+    parts.append(quality_section(quality))
+    if args.minibatch and args.minibatch.exists():
+        parts += ["", minibatch_section(quality, pd.read_csv(args.minibatch))]
     if args.timing and args.timing.exists():
         parts += ["", timing_section(pd.read_csv(args.timing))]
     if args.scaling and args.scaling.exists():

@@ -57,6 +57,21 @@ def stage_seconds(result: Path) -> dict:
     return {f"stage_{k}": float(v) for k, v in timings.items()}
 
 
+def batch_info(result: Path) -> dict:
+    """Batch size and the share of kNN edges inside a batch, and ARI against the planted types."""
+    import anndata as ad
+    from sklearn.metrics import adjusted_rand_score
+
+    if not result.exists():
+        return {}
+    a = ad.read_h5ad(result, backed="r")
+    info = dict(a.uns["scsc"].get("minibatch", {}))
+    out = {"batch_size": info.get("batch_size", 0), "edges_in_batch": info.get("edges_in_batch", np.nan)}
+    if "label" in a.obs:
+        out["ari"] = adjusted_rand_score(a.obs["label"].to_numpy(), a.obs["scsc_cluster"].to_numpy())
+    return out
+
+
 def exponents(df: pd.DataFrame) -> pd.DataFrame:
     """Slopes of log(seconds) and log(peak_gb) against log(cells) per command, consecutive and overall."""
     rows = []
@@ -80,6 +95,10 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[2000, 10000, 30000, 100000])
     ap.add_argument("--types", type=int, default=10, help="planted cell types (the K given to scsc)")
     ap.add_argument("--genes", type=int, default=2000)
+    ap.add_argument("--depth", type=float, default=1.0,
+                    help="library-size scale of the simulation (1.0: ~70%% zeros, 0.1: ~94%% as in droplet data)")
+    ap.add_argument("--no-scanpy", action="store_true", help="time scsc only (e.g. at a million cells)")
+    ap.add_argument("--append", action="store_true", help="add rows to --out instead of replacing it")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per command")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scaling.csv"))
@@ -88,20 +107,27 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
-            data = Path(tmp) / f"sim_{n}.h5"
+            data = Path(tmp) / f"sim_{n}.h5ad"
+            t0 = time.perf_counter()
             subprocess.run([scsc_bin, "simulate", str(data), "--cells", str(n), "--types", str(args.types),
-                            "--genes", str(args.genes), "--seed", "0"], check=True, capture_output=True)
+                            "--genes", str(args.genes), "--depth", str(args.depth), "--seed", "0"], check=True,
+                           capture_output=True)
+            print(f"simulated {n:,} cells in {time.perf_counter() - t0:.0f} s", flush=True)
             run_dir = Path(tmp) / f"run_{n}"
             cmd = [scsc_bin, "cluster", str(data), "--n-clusters", str(args.types), "--out", str(run_dir), "-q"]
             for s in args.sets:
                 cmd += ["--set", s]
             r = measure(cmd, args.timeout)
-            rows.append({"cells": n, "command": "scsc cluster", **r, **stage_seconds(run_dir / "result.h5ad")})
+            rows.append({"cells": n, "command": "scsc cluster", "depth": args.depth, **r,
+                         **stage_seconds(run_dir / "result.h5ad"), **batch_info(run_dir / "result.h5ad")})
             print(rows[-1], flush=True)
-            r = measure([sys.executable, str(HERE / "scanpy_pipeline.py"), str(data)], args.timeout)
-            rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", **r})
-            print(rows[-1], flush=True)
+            if not args.no_scanpy:
+                r = measure([sys.executable, str(HERE / "scanpy_pipeline.py"), str(data)], args.timeout)
+                rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", "depth": args.depth, **r})
+                print(rows[-1], flush=True)
             df = pd.DataFrame(rows)
+            if args.append and args.out.exists():
+                df = pd.concat([pd.read_csv(args.out), df], ignore_index=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(args.out, index=False)
     exp = exponents(df)
