@@ -24,6 +24,7 @@ from .config import RunConfig
 from .data.batches import BatchPlan, plan_batches, resolve_batch_size
 from .data.bundle import TrainData, build_train_data
 from .data.io import LABEL_KEY, atomic_path
+from .distributed import Context
 from .data.preprocess import Prepared, preprocess
 from .errors import ConfigError, InputError
 from .evaluate import score
@@ -44,6 +45,7 @@ ALIASES = {
     "n_hvg": "preprocess.n_hvg",
     "n_pcs": "preprocess.n_pcs",
     "log_normalized": "preprocess.log_normalized",
+    "batch_size": "minibatch.batch_size",
 }
 
 
@@ -51,7 +53,7 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
     """A :class:`RunConfig` from a config object or TOML path plus keyword overrides.
 
     Keywords are top-level fields (``seed``, ``device``), aliases (``augment``, ``encoder``, ``fusion``,
-    ``head``, ``epochs``, ``lr``, ``k``, …) or ``section__key`` names such as ``loss__zinb=0``.
+    ``head``, ``epochs``, ``lr``, ``k``, ``batch_size``, …) or ``section__key`` names such as ``loss__zinb=0``.
     """
     if config is None:
         cfg = RunConfig()
@@ -172,6 +174,19 @@ def estimate_n_clusters(z: np.ndarray, resolution: float = 1.0, seed: int = 0) -
     return max(2, int(tmp.obs["leiden"].nunique()))
 
 
+def _init_head(head: torch.nn.Module, z: torch.Tensor, k: int, ctx: Context) -> np.ndarray:
+    """``head.init(z, k)`` (KMeans on Z, N × d) → initial labels (N,); under several ranks on rank 0, broadcast."""
+    if not ctx.active:
+        return head.init(z, k)
+    from .checkpoint import head_state, restore_head
+
+    labels = head.init(z, k) if ctx.is_main else None
+    labels, state = ctx.broadcast((labels, head_state(head) if ctx.is_main else None))
+    if not ctx.is_main:
+        restore_head(head, state, z.device)
+    return labels
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` to a temporary name, then rename (never a half-written checkpoint)."""
     with atomic_path(path) as tmp:
@@ -246,7 +261,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
         registry: Registry | None = None, source: str | None = None, checkpoint: str | Path | None = None,
         checkpoint_every: int = 10, resume: bool = False, keep_checkpoint: bool = False,
-        **overrides: Any) -> RunResult:
+        context: Context | None = None, **overrides: Any) -> RunResult:
     """:func:`cluster` with every intermediate returned as a :class:`RunResult`.
 
     With ``checkpoint`` (a file path), the whole training state is written there every ``checkpoint_every``
@@ -254,13 +269,18 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     file: the config must equal the saved one and the data must be the same; the result then equals that of an
     uninterrupted run (same seed, same machine). The file is removed when the run finishes, unless
     ``keep_checkpoint`` (the CLI removes it only once the results are written).
+
+    ``context`` (from :func:`scsc.distributed.from_environment` under ``torchrun``) makes this process one rank
+    of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and every rank
+    returns the same result.
     """
+    ctx = context or Context()
     cfg = make_config(config, n_clusters=n_clusters, **overrides)
     check_device(cfg.device)
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters < 2:
         raise ConfigError("n_clusters must be at least 2")
     # Before any work: a missing checkpoint or a changed config is refused at once.
-    ck = Checkpointer(checkpoint, checkpoint_every, cfg, resume=resume)
+    ck = Checkpointer(checkpoint, checkpoint_every if ctx.is_main else 0, cfg, resume=resume)
     if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
         raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
                           "checkpoint")
@@ -271,6 +291,9 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters > data.n_cells:
         raise ConfigError(f"n_clusters={cfg.cluster.n_clusters} exceeds the {data.n_cells} cells")
     batches = plan(data, cfg)
+    if ctx.active and batches is None:
+        raise ConfigError(f"distributed training runs on minibatches, and {data.n_cells:,} cells are trained "
+                          "full batch by default; pass --batch-size (minibatch.batch_size) below that")
     timings.stop("preprocess_graph")
     generator = seed_everything(cfg.seed)
     model = _build_model(cfg, prepared, registry)
@@ -284,7 +307,7 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     elif pretrained is None:
         ck.restore()  # a no-op unless the run stopped during pretraining
         ckpt = {"history": list(_pretrain_loop(model, data, cfg, generator, reporter, history=history,
-                                               checkpoint=ck, batches=batches))}
+                                               checkpoint=ck, batches=batches, context=ctx))}
     else:
         where = str(pretrained) if not isinstance(pretrained, dict) else "pretrained"
         ckpt = load_checkpoint(pretrained) if not isinstance(pretrained, dict) else pretrained
@@ -311,8 +334,9 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     else:
         z_pre = pretrained_embedding(model, data, batches).cpu().numpy()
         model.augment.prepare(data, z_pre)
-        k = cfg.cluster.n_clusters or estimate_n_clusters(z_pre, cfg.cluster.leiden_resolution, cfg.seed)
-        init_labels = model.head.init(embed_cells(model, data, batches), k)
+        k = cfg.cluster.n_clusters or ctx.broadcast(
+            estimate_n_clusters(z_pre, cfg.cluster.leiden_resolution, cfg.seed) if ctx.is_main else None)
+        init_labels = _init_head(model.head, embed_cells(model, data, batches), k, ctx)
         ck.z_pre, ck.k, ck.init_labels = z_pre, int(k), init_labels
     timings.stop("init")
 
@@ -325,19 +349,20 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
         if first < warmup:
             train_clustering(model, data, cfg, generator, reporter, epochs=warmup - first, start_epoch=first,
                              exclude=frozenset({"clu"}), stage="cluster: warm-up", history=history,
-                             checkpoint=stage, batches=batches, stream="cluster_warmup")
+                             checkpoint=stage, batches=batches, stream="cluster_warmup", context=ctx)
         if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
-            model.head.init(embed_cells(model, data, batches), k)
+            _init_head(model.head, embed_cells(model, data, batches), k, ctx)
     stage = ck.stage("cluster")
     first = stage.first_epoch(warmup, epochs)
     if first < epochs:
         train_clustering(model, data, cfg, generator, reporter, epochs=epochs - first, start_epoch=first,
-                         history=history, checkpoint=stage, batches=batches)
+                         history=history, checkpoint=stage, batches=batches, context=ctx)
     z = embed_cells(model, data, batches)
     labels = model.head.predict(z)
+    ctx.check_same(labels)
     timings.stop("cluster")
     timings.stop("total")
-    if not keep_checkpoint:
+    if not keep_checkpoint and ctx.is_main:
         ck.remove()
 
     out = prepared.adata

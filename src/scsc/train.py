@@ -17,11 +17,13 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from .checkpoint import Checkpointer, StageCheckpoint, disabled
 from .config import RunConfig
 from .data.batches import BatchPlan
 from .data.bundle import TrainData
+from .distributed import Context
 from .losses import adjacency_loss
 from .model import ScSiameseClu
 
@@ -63,26 +65,83 @@ def _log(history: list[dict], stage: str, epoch: int, terms: dict[str, float], t
     history.append({"stage": stage, "epoch": epoch, **terms, "total": total})
 
 
-def _batch(data: TrainData, batches: BatchPlan | None, stream: str, epoch: int
+def _batch(data: TrainData, batches: BatchPlan | None, stream: str, epoch: int, ctx: Context
            ) -> tuple[TrainData, np.ndarray | None]:
-    """The data an epoch trains on: all cells, or the batch of ``epoch`` with its subgraph, and its rows."""
+    """The data an epoch trains on: all cells, or this rank's batch of ``epoch`` with its subgraph, and its rows."""
     if batches is None:
         return data, None
-    rows = batches.batch(stream, epoch)
+    rows = batches.batch(stream, ctx.batch_index(epoch))
     return data.subset(rows), rows
+
+
+class _Step(nn.Module):
+    """One stage's loss as a module, so that DistributedDataParallel can wrap it: forward → (loss, terms)."""
+
+    def __init__(self, net: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def forward(self, *args):
+        return self.loss_fn(self.net, *args)
+
+
+def _ae_loss(ae: nn.Module, xb: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    x_hat, _ = ae.decode(ae.encode(xb))
+    loss = 10.0 * torch.mean((x_hat - xb) ** 2)
+    return loss, {"rec_x": loss}
+
+
+def _gae_loss(gae: nn.Module, d: TrainData, ax: torch.Tensor, n_neg: int, generator: torch.Generator,
+              adj_weight: float) -> tuple[torch.Tensor, dict]:
+    z, _ = gae.encode(d.x, d.adj)
+    z_hat, _ = gae.decode(z, d.adj)
+    terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
+             "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
+    return terms["rec_graph"] + adj_weight * terms["rec_adj"], terms
+
+
+def _joint_loss(enc: nn.Module, d: TrainData, ax: torch.Tensor, n_neg: int, generator: torch.Generator,
+                p) -> tuple[torch.Tensor, dict]:
+    z_ae = enc.ae.encode(d.x)
+    x_hat, _ = enc.ae.decode(z_ae)
+    z_g, _ = enc.gae.encode(d.x, d.adj)
+    z_hat, _ = enc.gae.decode(z_g, d.adj)
+    terms = {
+        "rec_x": torch.mean((x_hat - d.x) ** 2),
+        "rec_graph": torch.mean((z_hat - ax) ** 2),
+        "rec_adj": adjacency_loss(z_g, d.edge_index, d.edge_weight, n_neg, generator),
+        "align": torch.mean((z_ae - z_g) ** 2),
+    }
+    loss = (terms["rec_x"] + p.joint_rec_graph * terms["rec_graph"] + p.joint_adj * terms["rec_adj"]
+            + p.joint_align * terms["align"])
+    return loss, terms
+
+
+def _ae_steps(perm: np.ndarray, bs: int, batches: BatchPlan | None, epoch: int, ctx: Context) -> list[np.ndarray]:
+    """The AE stage's minibatches of one epoch; under several ranks, equally many on each (DDP steps in lockstep)."""
+    if not ctx.active:
+        return [perm[start:start + bs] for start in range(0, len(perm), bs)]
+    sizes = [len(batches.batch("pretrain_ae", epoch * ctx.world + r)) for r in range(ctx.world)]
+    n_steps = -(-max(sizes) // bs)
+    perm = np.resize(perm, n_steps * bs)  # a smaller batch revisits some of its cells
+    return [perm[i * bs:(i + 1) * bs] for i in range(n_steps)]
 
 
 def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator: torch.Generator,
              reporter: Reporter | None = None, *, history: list[dict] | None = None,
-             checkpoint: Checkpointer | None = None, batches: BatchPlan | None = None) -> list[dict]:
+             checkpoint: Checkpointer | None = None, batches: BatchPlan | None = None,
+             context: Context | None = None) -> list[dict]:
     """The three pretraining stages on the plain graph Â; returns the loss history (one row per epoch).
 
     Rows are appended to ``history`` (a new list by default). With a ``checkpoint``, the state is saved after
     epochs, and a resumed run skips the stages and epochs that the saved run had finished. With ``batches``,
-    each epoch trains on one batch (see the module docstring).
+    each epoch trains on one batch (see the module docstring); with a ``context`` of several ranks, each rank
+    trains on its own batches and gradients are averaged (:mod:`scsc.distributed`).
     """
     reporter = reporter or SilentReporter()
     ck = checkpoint or disabled()
+    ctx = context or Context()
     p = config.pretrain
     enc = model.encoder
     history = [] if history is None else history
@@ -97,15 +156,14 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         stage.restore_optimizer(opt)
         reporter.start("pretrain: expression AE", p.ae_epochs - first)
         bs = max(1, p.ae_batch_size)
+        step = ctx.wrap(_Step(enc.ae, _ae_loss))
         for epoch in range(first, p.ae_epochs):
-            cells = None if batches is None else batches.batch("pretrain_ae", epoch)
+            cells = None if batches is None else batches.batch("pretrain_ae", ctx.batch_index(epoch))
             perm = rng.permutation(data.n_cells) if cells is None else cells[rng.permutation(len(cells))]
-            perm = torch.from_numpy(perm).to(data.device)
             total, count = 0.0, 0
-            for start in range(0, len(perm), bs):
-                xb = data.x[perm[start:start + bs]]
-                x_hat, _ = enc.ae.decode(enc.ae.encode(xb))
-                loss = 10.0 * torch.mean((x_hat - xb) ** 2)
+            for idx in _ae_steps(perm, bs, batches, epoch, ctx):
+                xb = data.x[torch.from_numpy(idx).to(data.device)]
+                loss, _ = step(xb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -122,14 +180,11 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         opt = torch.optim.Adam(enc.gae.parameters(), lr=p.gae_lr)
         stage.restore_optimizer(opt)
         reporter.start("pretrain: graph AE", p.gae_epochs - first)
+        step = ctx.wrap(_Step(enc.gae, _gae_loss))
         for epoch in range(first, p.gae_epochs):
-            d, _ = _batch(data, batches, "pretrain_gae", epoch)
+            d, _ = _batch(data, batches, "pretrain_gae", epoch, ctx)
             ax = ax_full if batches is None else torch.sparse.mm(d.adj, d.x)
-            z, _ = enc.gae.encode(d.x, d.adj)
-            z_hat, _ = enc.gae.decode(z, d.adj)
-            terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
-                     "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
-            loss = terms["rec_graph"] + p.gae_adj_weight * terms["rec_adj"]
+            loss, terms = step(d, ax, n_neg, generator, p.gae_adj_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -145,21 +200,11 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         opt = torch.optim.Adam(enc.parameters(), lr=p.joint_lr)
         stage.restore_optimizer(opt)
         reporter.start("pretrain: joint", p.joint_epochs - first)
+        step = ctx.wrap(_Step(enc, _joint_loss))
         for epoch in range(first, p.joint_epochs):
-            d, _ = _batch(data, batches, "pretrain_joint", epoch)
+            d, _ = _batch(data, batches, "pretrain_joint", epoch, ctx)
             ax = ax_full if batches is None else torch.sparse.mm(d.adj, d.x)
-            z_ae = enc.ae.encode(d.x)
-            x_hat, _ = enc.ae.decode(z_ae)
-            z_g, _ = enc.gae.encode(d.x, d.adj)
-            z_hat, _ = enc.gae.decode(z_g, d.adj)
-            terms = {
-                "rec_x": torch.mean((x_hat - d.x) ** 2),
-                "rec_graph": torch.mean((z_hat - ax) ** 2),
-                "rec_adj": adjacency_loss(z_g, d.edge_index, d.edge_weight, n_neg, generator),
-                "align": torch.mean((z_ae - z_g) ** 2),
-            }
-            loss = (terms["rec_x"] + p.joint_rec_graph * terms["rec_graph"] + p.joint_adj * terms["rec_adj"]
-                    + p.joint_align * terms["align"])
+            loss, terms = step(d, ax, n_neg, generator, p)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -218,6 +263,15 @@ def embed_cells(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None 
     return z
 
 
+def _cluster_loss(model: ScSiameseClu, d: TrainData, rows: torch.Tensor | None, generator: torch.Generator,
+                  refresh: bool, want: set[str], weights) -> tuple[torch.Tensor | float, dict]:
+    """Weighted sum of the clustering stage's named terms for one epoch on ``d`` (all cells or one batch)."""
+    v = model.augment.views(d.x, generator)
+    out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main, rows=rows)
+    terms = model.clustering_terms(d, out, generator, weights.adj_negatives, refresh, want)
+    return sum(getattr(weights, k) * t for k, t in terms.items()), terms
+
+
 def active_terms(config: RunConfig) -> set[str]:
     """Loss terms with a non-zero weight (ZINB off for log-normalised input)."""
     weights = config.loss
@@ -233,7 +287,7 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
                      start_epoch: int = 0, exclude: frozenset[str] = frozenset(),
                      stage: str = "cluster", history: list[dict] | None = None,
                      checkpoint: StageCheckpoint | None = None, batches: BatchPlan | None = None,
-                     stream: str = "cluster") -> list[dict]:
+                     stream: str = "cluster", context: Context | None = None) -> list[dict]:
     """The clustering stage: Adam on the weighted sum of named terms for ``epochs`` (default ``cluster.epochs``).
 
     The head must already be initialised (``model.head.init``). Terms in ``exclude`` are skipped (the warm-up
@@ -244,6 +298,7 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
     batch (``refresh_every`` applies to full-batch training only).
     """
     reporter = reporter or SilentReporter()
+    ctx = context or Context()
     c = config.cluster
     n_epochs = c.epochs if epochs is None else epochs
     weights = config.loss
@@ -255,21 +310,20 @@ def train_clustering(model: ScSiameseClu, data: TrainData, config: RunConfig, ge
     history = [] if history is None else history
     reporter.start(stage, n_epochs)
     model.train()
+    step = ctx.wrap(_Step(model, _cluster_loss))
     for epoch in range(start_epoch, start_epoch + n_epochs):
-        d, rows = _batch(data, batches, stream, epoch)
+        d, rows = _batch(data, batches, stream, epoch, ctx)
+        rows_t = None
         if rows is not None:
+            rows_t = _rows_tensor(rows, data.device)
             model.augment.focus(rows)
             if hasattr(model.head, "focus"):
-                model.head.focus(_rows_tensor(rows, data.device))
-        v = model.augment.views(d.x, generator)
-        out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main,
-                            rows=None if rows is None else _rows_tensor(rows, data.device))
+                model.head.focus(rows_t)
         if rows is None:
             refresh = "clu" in want and c.refresh_every > 0 and epoch % c.refresh_every == 0
         else:
             refresh = "clu" in want
-        terms = model.clustering_terms(d, out, generator, weights.adj_negatives, refresh, want)
-        loss = sum(getattr(weights, k) * v for k, v in terms.items())
+        loss, terms = step(d, rows_t, generator, refresh, want, weights)
         opt.zero_grad()
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.backward()

@@ -126,6 +126,11 @@ def cluster(
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue the interrupted run in --out from its checkpoint.pt (same data "
                                      "and options)."),
+    distributed: bool = typer.Option(
+        False, "--distributed",
+        help="Data-parallel training when launched by torchrun (torchrun --nproc-per-node N -m scsc cluster … "
+             "--distributed): each process trains on its own minibatches, DistributedDataParallel averages the "
+             "gradients (gloo on CPU, nccl on GPU); rank 0 writes the results. See docs/distributed.md."),
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -139,6 +144,7 @@ def cluster(
     """
     from .. import checkpoint as ckpt
     from ..api import run
+    from ..distributed import Context, from_environment, shutdown
     from ..errors import ScscError
     from ..outputs import check_out_dir, write_run
 
@@ -156,15 +162,20 @@ def cluster(
             raise ScscError(f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
                             "it or --overwrite to start again")
     adata = _read(data, layer, label_key, transpose)
+    ctx = from_environment(cfg.device) if distributed else Context()
     try:
-        with RichReporter(err_console, enabled=not (quiet or as_json)) as rep:
+        with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
             result = run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data),
                          checkpoint=ck_path, checkpoint_every=checkpoint_every, resume=resume,
-                         keep_checkpoint=True)
+                         keep_checkpoint=True, context=ctx)
     except KeyboardInterrupt:
-        if ck_path.exists():
+        if ck_path.exists() and ctx.is_main:
             err_console.print(f"the training state is saved in {ck_path}; continue with --resume")
         raise
+    finally:
+        shutdown(ctx)
+    if not ctx.is_main:
+        return  # rank 0 writes the results (every rank has checked that its labels are the same)
     if result.k_estimated and not as_json and not quiet:
         console.print(f"estimated [bold]{result.n_clusters}[/] clusters (Leiden on the pretrained embedding)")
     write_run(result, out, plots=plots)

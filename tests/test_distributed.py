@@ -1,0 +1,70 @@
+"""Data-parallel training: two gloo processes under torchrun agree with a single-process minibatch run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+import scsc
+from scsc.config import RunConfig
+from scsc.data.io import write_h5_counts
+from scsc.distributed import Context
+from scsc.errors import ConfigError
+
+SETS = ["pretrain.ae_epochs=5", "pretrain.gae_epochs=10", "pretrain.joint_epochs=10", "cluster.epochs=10",
+        "model.ae_hidden=[64, 128]"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return scsc.simulate(n_cells=400, n_types=4, n_genes=400, seed=5)
+
+
+@pytest.fixture(scope="module")
+def data_file(sim, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ddp") / "sim.h5"
+    write_h5_counts(path, sim.counts, sim.labels.astype("S"), sim.genes)
+    return path
+
+
+def _cluster_args(data_file, out) -> list[str]:
+    sets = [x for s in SETS for x in ("--set", s)]
+    return ["cluster", str(data_file), "--out", str(out), "-k", "4", "--batch-size", "100", "--no-plots", "-q",
+            *sets]
+
+
+def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
+           *_cluster_args(data_file, ddp_out), "--distributed"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = subprocess.run([sys.executable, "-m", "scsc", *_cluster_args(data_file, single_out)], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a = pd.read_csv(ddp_out / "clusters.csv")
+    b = pd.read_csv(single_out / "clusters.csv")
+    assert list(a.cell) == list(b.cell)
+    assert adjusted_rand_score(a.cluster, b.cluster) >= 0.9
+    assert adjusted_rand_score(a.label, a.cluster) >= 0.9
+    # Rank 0 wrote the run folder, once, and removed its checkpoint.
+    assert sorted(p.name for p in ddp_out.iterdir()) == sorted(p.name for p in single_out.iterdir())
+
+
+def test_distributed_needs_minibatches(sim):
+    cfg = RunConfig().override(SETS + ["minibatch.batch_size=0"])
+    with pytest.raises(ConfigError, match="--batch-size"):
+        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, context=Context(rank=0, world=2))
+
+
+def test_distributed_flag_without_torchrun_is_a_plain_run(runner, cli_app, data_file, tmp_path):
+    out = tmp_path / "plain"
+    result = runner.invoke(cli_app, [*_cluster_args(data_file, out), "--distributed"])
+    assert result.exit_code == 0, result.output
+    assert (out / "clusters.csv").exists()
