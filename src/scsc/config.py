@@ -148,6 +148,9 @@ class MinibatchConfig:
     auto_batch_size: int = 8192
     #: Coarse k-means parts per batch; a batch is built from neighbouring parts (scsc/data/batches.py).
     parts_per_batch: int = 4
+    #: Cells per epoch of the expression-AE stage in minibatch mode (a random sample; all cells up to this
+    #: many). The AE needs no graph, so its epochs are not tied to graph batches.
+    ae_cells_per_epoch: int = 65_536
 
 
 @dataclass

@@ -5,9 +5,10 @@ what is reported.
 
 With a :class:`~scsc.data.batches.BatchPlan` (minibatch mode), every epoch of the graph stages is one
 optimizer step on one batch of cells and the subgraph it induces (correlations, attention and the transport
-target then live inside the batch; the target keeps the global cluster proportions), and an epoch of the
-expression-AE stage covers that batch's cells. Training time then no longer grows with N; the embeddings of
-all cells are computed batch by batch (:func:`embed_cells`).
+target then live inside the batch; its marginals are the batch's share of the initial clusters). An epoch of
+the expression-AE stage, which needs no graph, covers all cells up to ``minibatch.ae_cells_per_epoch`` (a
+random sample above). Training time then no longer grows with N; the embeddings of all cells are computed
+batch by batch (:func:`embed_cells`).
 """
 
 from __future__ import annotations
@@ -118,14 +119,22 @@ def _joint_loss(enc: nn.Module, d: TrainData, ax: torch.Tensor, n_neg: int, gene
     return loss, terms
 
 
-def _ae_steps(perm: np.ndarray, bs: int, batches: BatchPlan | None, epoch: int, ctx: Context) -> list[np.ndarray]:
-    """The AE stage's minibatches of one epoch; under several ranks, equally many on each (DDP steps in lockstep)."""
+def _ae_steps(rng: np.random.Generator, n_cells: int, bs: int, cap: int | None, ctx: Context
+              ) -> list[np.ndarray]:
+    """The AE stage's minibatches (cell indices) for one epoch.
+
+    A pass over all cells in random order; with ``cap`` (minibatch mode) over a random ``cap`` of them. Under
+    several ranks each rank takes every W-th cell of the same order, in equally many steps (DDP steps in
+    lockstep).
+    """
+    perm = rng.permutation(n_cells)
+    if cap is not None:
+        perm = perm[:max(1, min(n_cells, cap))]
     if not ctx.active:
         return [perm[start:start + bs] for start in range(0, len(perm), bs)]
-    sizes = [len(batches.batch("pretrain_ae", epoch * ctx.world + r)) for r in range(ctx.world)]
-    n_steps = -(-max(sizes) // bs)
-    perm = np.resize(perm, n_steps * bs)  # a smaller batch revisits some of its cells
-    return [perm[i * bs:(i + 1) * bs] for i in range(n_steps)]
+    n_steps = -(-len(perm) // (ctx.world * bs))
+    mine = np.resize(perm[ctx.rank::ctx.world], n_steps * bs)  # a shorter shard revisits some of its cells
+    return [mine[i * bs:(i + 1) * bs] for i in range(n_steps)]
 
 
 def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator: torch.Generator,
@@ -157,11 +166,10 @@ def pretrain(model: ScSiameseClu, data: TrainData, config: RunConfig, generator:
         reporter.start("pretrain: expression AE", p.ae_epochs - first)
         bs = max(1, p.ae_batch_size)
         step = ctx.wrap(_Step(enc.ae, _ae_loss))
+        cap = None if batches is None else config.minibatch.ae_cells_per_epoch
         for epoch in range(first, p.ae_epochs):
-            cells = None if batches is None else batches.batch("pretrain_ae", ctx.batch_index(epoch))
-            perm = rng.permutation(data.n_cells) if cells is None else cells[rng.permutation(len(cells))]
             total, count = 0.0, 0
-            for idx in _ae_steps(perm, bs, batches, epoch, ctx):
+            for idx in _ae_steps(rng, data.n_cells, bs, cap, ctx):
                 xb = data.x[torch.from_numpy(idx).to(data.device)]
                 loss, _ = step(xb)
                 opt.zero_grad()
