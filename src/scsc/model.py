@@ -6,6 +6,7 @@ loss term of METHOD §6; the trainer only weights and sums those terms.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -48,6 +49,8 @@ class ScSiameseClu(nn.Module):
         self.fusion = registry.build("fusion", c.fusion, config, n_cells=n_cells)
         self.head = registry.build("cluster", c.cluster, config)
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
+        # A plugin fusion written before minibatch mode takes no ``rows``; it then sees only the batch's tensors.
+        self._fusion_takes_rows = "rows" in inspect.signature(self.fusion.forward).parameters
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
@@ -69,7 +72,10 @@ class ScSiameseClu(nn.Module):
             graph_views = [g1, g2]
             z_g = 0.5 * (g1 + g2)
             props = p1 + p2
-        z = self.fusion(z_ae, z_g, adj_main) if rows is None else self.fusion(z_ae, z_g, adj_main, rows=rows)
+        if rows is not None and self._fusion_takes_rows:
+            z = self.fusion(z_ae, z_g, adj_main, rows=rows)
+        else:
+            z = self.fusion(z_ae, z_g, adj_main)
         return Forward(z, z_ae, z_g, ae_views, graph_views, props)
 
     @torch.no_grad()
