@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -123,6 +124,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes run at once")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
     args = ap.parse_args()
+    # Workers inherit these at spawn: BLAS and OpenMP use --threads too, so figures are reproducible for a given
+    # --threads (results depend on the thread count of the linear algebra, not only on the seed).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
     files = sorted(DATA.glob("*.h5"))
     if args.datasets:
         files = [f for f in files if f.stem in args.datasets]

@@ -57,6 +57,32 @@ def stage_seconds(result: Path) -> dict:
     return {f"stage_{k}": float(v) for k, v in timings.items()}
 
 
+def resample(source: Path, n: int, out: Path, seed: int = 0) -> None:
+    """``n`` cells drawn with replacement from a real data set, each with noise, written as .h5ad with labels.
+
+    Every drawn cell keeps its non-zero genes; their counts are redrawn as Poisson(count · g) with a per-cell
+    library factor g ~ Gamma(10, 1/10), so no two copies of a cell are equal and the data stay sparse.
+    """
+    import anndata as ad
+    import scipy.sparse as sp
+
+    import scsc
+
+    real = scsc.read(source)
+    x = sp.csr_matrix(real.X)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, real.n_obs, size=n)
+    rows = x[pick]
+    factor = rng.gamma(10.0, 0.1, size=n)
+    rows.data = rng.poisson(rows.data * np.repeat(factor, np.diff(rows.indptr))).astype(np.float32)
+    rows.eliminate_zeros()
+    a = ad.AnnData(X=rows, var=real.var[[]].copy())
+    a.obs_names = [f"c{i}" for i in range(n)]
+    if "label" in real.obs:
+        a.obs["label"] = real.obs["label"].to_numpy()[pick].astype(str)
+    a.write_h5ad(out)
+
+
 def batch_info(result: Path) -> dict:
     """Batch size and the share of kNN edges inside a batch, and ARI against the planted types."""
     import anndata as ad
@@ -75,16 +101,17 @@ def batch_info(result: Path) -> dict:
 def exponents(df: pd.DataFrame) -> pd.DataFrame:
     """Slopes of log(seconds) and log(peak_gb) against log(cells) per command, consecutive and overall."""
     rows = []
-    for command, part in df.dropna(subset=["seconds"]).groupby("command"):
+    df = df.assign(data=df["data"].fillna("simulated") if "data" in df else "simulated")
+    for (command, source), part in df.dropna(subset=["seconds"]).groupby(["command", "data"]):
         part = part[part["error"].isna()] if "error" in part else part
         part = part.sort_values("cells")
         n = part["cells"].to_numpy(float)
         spans = [(i, i + 1) for i in range(len(n) - 1)]
-        if len(n) >= 4:  # with three sizes the overall span is the last consecutive one
-            spans.append((1, len(n) - 1))
+        # From the second size to each later one beyond the next (10k → 100k is the issue's target span).
+        spans += [(1, j) for j in range(3, len(n))]
         for i, j in spans:
             ln = np.log(n[j] / n[i])
-            rows.append({"command": command, "from_cells": int(n[i]), "to_cells": int(n[j]),
+            rows.append({"command": command, "data": source, "from_cells": int(n[i]), "to_cells": int(n[j]),
                          "time_exponent": np.log(part["seconds"].iloc[j] / part["seconds"].iloc[i]) / ln,
                          "memory_exponent": np.log(part["peak_gb"].iloc[j] / part["peak_gb"].iloc[i]) / ln})
     return pd.DataFrame(rows)
@@ -98,6 +125,8 @@ def main() -> None:
     ap.add_argument("--depth", type=float, default=1.0,
                     help="library-size scale of the simulation (1.0: ~70%% zeros, 0.1: ~94%% as in droplet data)")
     ap.add_argument("--no-scanpy", action="store_true", help="time scsc only (e.g. at a million cells)")
+    ap.add_argument("--resample", type=Path, help="instead of simulating, draw cells with noise from this real "
+                    "data set (its number of labels is the K given to scsc)")
     ap.add_argument("--append", action="store_true", help="add rows to --out instead of replacing it")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per command")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
@@ -109,21 +138,31 @@ def main() -> None:
         for n in args.sizes:
             data = Path(tmp) / f"sim_{n}.h5ad"
             t0 = time.perf_counter()
-            subprocess.run([scsc_bin, "simulate", str(data), "--cells", str(n), "--types", str(args.types),
-                            "--genes", str(args.genes), "--depth", str(args.depth), "--seed", "0"], check=True,
-                           capture_output=True)
-            print(f"simulated {n:,} cells in {time.perf_counter() - t0:.0f} s", flush=True)
+            if args.resample:
+                resample(args.resample, n, data)
+            else:
+                subprocess.run([scsc_bin, "simulate", str(data), "--cells", str(n), "--types", str(args.types),
+                                "--genes", str(args.genes), "--depth", str(args.depth), "--seed", "0"],
+                               check=True, capture_output=True)
+            print(f"made {n:,} cells in {time.perf_counter() - t0:.0f} s", flush=True)
             run_dir = Path(tmp) / f"run_{n}"
-            cmd = [scsc_bin, "cluster", str(data), "--n-clusters", str(args.types), "--out", str(run_dir), "-q"]
+            k = args.types
+            if args.resample:
+                import scsc
+
+                k = scsc.read(args.resample).obs["label"].nunique()
+            cmd = [scsc_bin, "cluster", str(data), "--n-clusters", str(k), "--out", str(run_dir), "-q"]
             for s in args.sets:
                 cmd += ["--set", s]
             r = measure(cmd, args.timeout)
-            rows.append({"cells": n, "command": "scsc cluster", "depth": args.depth, **r,
+            source = f"resampled {args.resample.stem}" if args.resample else "simulated"
+            rows.append({"cells": n, "command": "scsc cluster", "data": source, "depth": args.depth, **r,
                          **stage_seconds(run_dir / "result.h5ad"), **batch_info(run_dir / "result.h5ad")})
             print(rows[-1], flush=True)
             if not args.no_scanpy:
                 r = measure([sys.executable, str(HERE / "scanpy_pipeline.py"), str(data)], args.timeout)
-                rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", "depth": args.depth, **r})
+                rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", "data": source,
+                             "depth": args.depth, **r})
                 print(rows[-1], flush=True)
             df = pd.DataFrame(rows)
             if args.append and args.out.exists():
