@@ -24,8 +24,8 @@ from .config import RunConfig
 from .data.batches import BatchPlan, plan_batches, resolve_batch_size
 from .data.bundle import TrainData, build_train_data
 from .data.io import LABEL_KEY, atomic_path
-from .distributed import Context
 from .data.preprocess import Prepared, preprocess
+from .distributed import Context
 from .errors import ConfigError, InputError
 from .evaluate import score
 from .model import ScSiameseClu
