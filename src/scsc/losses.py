@@ -72,12 +72,11 @@ def js_divergence(h: Tensor, ah: Tensor) -> Tensor:
 
 
 def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factors: Tensor,
-             eps: float = 1e-10, log_count_factorial: Tensor | None = None) -> Tensor:
+             eps: float = 1e-10) -> Tensor:
     """Mean negative log-likelihood of ``counts`` (N × G) under ZINB(mean·s_i, disp, pi).
 
     ``mean``, ``disp``, ``pi`` are N × G (decoder outputs); ``size_factors`` is (N,). Gradients flow through
-    every parameter, the mean included. ``log_count_factorial`` (N × G) is log Γ(counts + 1) when the caller
-    has it already (it does not depend on the model; computing it once saves a third of the lgamma work).
+    every parameter, the mean included.
     """
     mu = mean * size_factors[:, None]
     theta = disp
@@ -86,7 +85,7 @@ def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factor
     nb = (
         torch.lgamma(counts + theta)
         - torch.lgamma(theta)
-        - (torch.lgamma(counts + 1.0) if log_count_factorial is None else log_count_factorial)
+        - torch.lgamma(counts + 1.0)
         + theta * (torch.log(theta + eps) - log_theta_mu)
         + counts * (torch.log(mu + eps) - log_theta_mu)
     )
@@ -98,32 +97,29 @@ def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factor
 
 
 def zinb_nll_chunked(params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], hidden: Tensor,
-                     counts: Tensor, size_factors: Tensor, chunk: int = 256,
-                     log_count_factorial: Tensor | None = None) -> Tensor:
+                     counts: Tensor, size_factors: Tensor, chunk: int = 256) -> Tensor:
     """:func:`zinb_nll` of ``counts`` (N × G) under ``params(hidden)``, computed over row chunks.
 
     ``params`` maps decoder states (n × h) to (mean, disp, pi), each n × G. When gradients are needed, each
     chunk runs under activation checkpointing: the forward pass keeps no n × G intermediate and the backward
     pass recomputes one chunk at a time, so peak memory follows ``chunk`` × G instead of about twenty N × G
     tensors. The value equals the unchunked mean up to the order of float summation.
-    ``log_count_factorial``: see :func:`zinb_nll`.
     """
     from torch.utils.checkpoint import checkpoint
 
     n = hidden.shape[0]
-    lcf = torch.lgamma(counts + 1.0) if log_count_factorial is None else log_count_factorial
     if n <= chunk:
-        return zinb_nll(counts, *params(hidden), size_factors, log_count_factorial=lcf)
+        return zinb_nll(counts, *params(hidden), size_factors)
 
-    def chunk_sum(h: Tensor, c: Tensor, s: Tensor, f: Tensor) -> Tensor:
-        return zinb_nll(c, *params(h), s, log_count_factorial=f) * c.shape[0]
+    def chunk_sum(h: Tensor, c: Tensor, s: Tensor) -> Tensor:
+        return zinb_nll(c, *params(h), s) * c.shape[0]
 
     # The reentrant form runs the forward pass without saving anything (the non-reentrant form kept every
     # chunk's intermediates alive until backward here); it needs an input that requires grad.
     grad = torch.is_grad_enabled() and hidden.requires_grad
     total = hidden.new_zeros(())
     for i in range(0, n, chunk):
-        args = (hidden[i:i + chunk], counts[i:i + chunk], size_factors[i:i + chunk], lcf[i:i + chunk])
+        args = (hidden[i:i + chunk], counts[i:i + chunk], size_factors[i:i + chunk])
         total = total + (checkpoint(chunk_sum, *args, use_reentrant=True) if grad else chunk_sum(*args))
     return total / n
 

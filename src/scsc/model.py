@@ -106,15 +106,12 @@ class ScSiameseClu(nn.Module):
             if "zinb" in want and data.counts is not None and enc.ae.n_genes > 0:
                 # The N × G likelihood dominates an epoch: a uniform cell sample estimates its mean.
                 m = self.config.loss.zinb_cells
-                lcf = data.log_count_factorial
                 if 0 < m < data.n_cells:
                     idx = torch.randperm(data.n_cells, generator=generator)[:m].to(z.device)
                     terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden[idx], data.counts[idx],
-                                                     data.size_factors[idx],
-                                                     log_count_factorial=None if lcf is None else lcf[idx])
+                                                     data.size_factors[idx])
                 else:
-                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden, data.counts, data.size_factors,
-                                                     log_count_factorial=lcf)
+                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden, data.counts, data.size_factors)
         props = list(out.propagation)
         if enc.gae is not None and ({"rec_graph", "prop"} & want):
             z_hat, dec_props = enc.gae.decode(z, adj)

@@ -228,6 +228,17 @@ def _rows_tensor(rows: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rows, dtype=np.int64)).to(device)
 
 
+def _by_batches(data: TrainData, batches: BatchPlan, embed: Callable) -> torch.Tensor:
+    """Z (N × d) of all cells, ``embed(batch data, rows, rows tensor)`` over :meth:`BatchPlan.eval_batches`."""
+    z = None
+    for rows in batches.eval_batches():
+        r = _rows_tensor(rows, data.device)
+        zb = embed(data.subset(rows), rows, r)
+        z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
+        z[r] = zb
+    return z
+
+
 def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None
                          ) -> torch.Tensor:
     """Embedding of the pretrained encoders on the plain graph (N × d), before any augmentation.
@@ -240,13 +251,10 @@ def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPla
         if batches is None:
             z = model.forward(data.x, data.x, data.adj, data.adj, data.adj).z
         else:
-            z = None
-            for rows in batches.eval_batches():
-                d = data.subset(rows)
-                r = _rows_tensor(rows, data.device)
-                zb = model.forward(d.x, d.x, d.adj, d.adj, d.adj, rows=r).z
-                z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
-                z[r] = zb
+            def one(d: TrainData, rows: np.ndarray, r: torch.Tensor) -> torch.Tensor:
+                return model.forward(d.x, d.x, d.adj, d.adj, d.adj, rows=r).z
+
+            z = _by_batches(data, batches, one)
         model.train(was)
     return z
 
@@ -258,17 +266,15 @@ def embed_cells(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None 
     """
     if batches is None:
         return model.embed(data)
-    z = None
+
+    def one(d: TrainData, rows: np.ndarray, r: torch.Tensor) -> torch.Tensor:
+        model.augment.focus(rows)
+        return model.embed(d, rows=r)
+
     try:
-        for rows in batches.eval_batches():
-            model.augment.focus(rows)
-            r = _rows_tensor(rows, data.device)
-            zb = model.embed(data.subset(rows), rows=r)
-            z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
-            z[r] = zb
+        return _by_batches(data, batches, one)
     finally:
         model.augment.focus(None)
-    return z
 
 
 def _cluster_loss(model: ScSiameseClu, d: TrainData, rows: torch.Tensor | None, generator: torch.Generator,

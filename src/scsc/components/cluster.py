@@ -104,7 +104,7 @@ class StudentTHead(nn.Module):
             return
         sizes = torch.bincount(self.assignments[rows], minlength=self.n_clusters).double()
         # A small floor keeps every cluster reachable (the plan needs positive marginals).
-        props = sizes.clamp_min(0.5 if len(rows) > 0 else 1.0)
+        props = sizes.clamp_min(0.5)
         self._batch_proportions = props / props.sum()
 
     @property

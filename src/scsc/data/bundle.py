@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -40,19 +40,6 @@ class TrainData:
     edge_weight: torch.Tensor
     device: torch.device
     counts_csr: sp.csr_matrix | None = None
-    #: Cache data-only constants such as :attr:`log_count_factorial` (off for a minibatch, which lives for
-    #: one epoch and samples only some of its rows for the ZINB term).
-    keep_constants: bool = True
-    _lcf: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def log_count_factorial(self) -> torch.Tensor | None:
-        """log Γ(counts + 1) (N × G), computed once: a constant of the ZINB likelihood that every epoch needs."""
-        if self.counts is None or not self.keep_constants:
-            return None
-        if self._lcf is None:
-            self._lcf = torch.lgamma(self.counts + 1.0)
-        return self._lcf
 
     @property
     def n_cells(self) -> int:
@@ -81,7 +68,7 @@ class TrainData:
             counts = None
         return TrainData(x=self.x[idx], counts=counts, size_factors=self.size_factors[idx], knn=knn,
                          adj_scipy=adj, adj=sparse_to_torch(adj, self.device), edge_index=ei, edge_weight=ew,
-                         device=self.device, keep_constants=False)
+                         device=self.device)
 
 
 def build_train_data(prepared: Prepared, graph: GraphConfig, seed: int = 0,
