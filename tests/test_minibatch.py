@@ -109,6 +109,30 @@ def test_augmenter_focus_on_all_cells_gives_the_full_graphs(data):
                                                               (full[0], full[2])))
 
 
+def test_whole_data_embedding_uses_the_whole_graph_and_attends_within_batches(data, plan):
+    from scsc.model import ScSiameseClu
+    from scsc.train import embed_cells, pretrained_embedding
+
+    model = ScSiameseClu(RunConfig(), data.n_cells, data.x.shape[1], data.n_genes)
+    with torch.no_grad():
+        model.fusion.beta.fill_(0.7)  # make the attention count
+    z = pretrained_embedding(model, data, plan)
+    model.eval()
+    with torch.no_grad():
+        f, enc = model.fusion, model.encoder
+        z_l = data.adj.to_dense() @ (f.a * enc.ae.encode(data.x) + f.b * enc.gae.encode(data.x, data.adj)[0])
+        want = torch.empty_like(z_l)
+        for rows in plan.eval_batches():  # dense attention, batch by batch
+            zb = z_l[torch.from_numpy(rows)]
+            want[torch.from_numpy(rows)] = 0.7 * torch.softmax(zb @ zb.T * f.scale, dim=1) @ zb + zb
+    assert torch.allclose(z, want, atol=1e-4)
+    model.augment.prepare(data, z.numpy())
+    assert torch.allclose(embed_cells(model, data, plan), model.embed(data, groups=[
+        torch.from_numpy(rows) for rows in plan.eval_batches()]))
+    # Attention over all cells instead of within batches gives another embedding (the test can fail).
+    assert not torch.allclose(embed_cells(model, data, plan), model.embed(data), atol=1e-3)
+
+
 def test_batch_marginals_are_the_batch_share_of_the_initial_clusters():
     from scsc.components.cluster import SinkhornHead
 

@@ -50,14 +50,19 @@ class ScSiameseClu(nn.Module):
         self.head = registry.build("cluster", c.cluster, config)
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
         # A plugin fusion written before minibatch mode takes no ``rows``; it then sees only the batch's tensors.
-        self._fusion_takes_rows = "rows" in inspect.signature(self.fusion.forward).parameters
+        params = inspect.signature(self.fusion.forward).parameters
+        self._fusion_takes_rows = "rows" in params
+        #: Whether whole-data embeddings of a minibatch run can use the whole graph (see :meth:`forward`).
+        self.fusion_takes_groups = "groups" in params
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
-                rows: Tensor | None = None) -> Forward:
+                rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Forward:
         """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
 
         ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
+        ``groups`` (index tensors partitioning all N cells; fusions with a ``groups`` keyword only) confines the
+        fusion's attention to each group, as in minibatch training, over whole-data inputs.
         """
         enc = self.encoder
         ae_views = graph_views = None
@@ -72,22 +77,25 @@ class ScSiameseClu(nn.Module):
             graph_views = [g1, g2]
             z_g = 0.5 * (g1 + g2)
             props = p1 + p2
-        if rows is not None and self._fusion_takes_rows:
+        if groups is not None:
+            z = self.fusion(z_ae, z_g, adj_main, groups=groups)
+        elif rows is not None and self._fusion_takes_rows:
             z = self.fusion(z_ae, z_g, adj_main, rows=rows)
         else:
             z = self.fusion(z_ae, z_g, adj_main)
         return Forward(z, z_ae, z_g, ae_views, graph_views, props)
 
     @torch.no_grad()
-    def embed(self, data: TrainData, rows: Tensor | None = None) -> Tensor:
+    def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Tensor:
         """The reported cell embedding Z (N × d): the views without expression noise, eval mode.
 
-        ``data`` may be one minibatch (the augmenter focused on it), ``rows`` (B,) its cell indices.
+        ``data`` may be one minibatch (the augmenter focused on it), ``rows`` (B,) its cell indices; or all cells
+        with the attention confined to ``groups`` (see :meth:`forward`).
         """
         was = self.training
         self.eval()
         v = self.augment.clean_views(data.x)
-        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows)
+        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows, groups=groups)
         self.train(was)
         return out.z
 

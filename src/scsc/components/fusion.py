@@ -22,7 +22,8 @@ class MeanFusion(nn.Module):
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None) -> Tensor:
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
+                groups: list[Tensor] | None = None) -> Tensor:
         """Branch embeddings (N × d each, either may be None) → Z (N × d)."""
         parts = [z for z in (z_ae, z_g) if z is not None]
         return torch.stack(parts).mean(dim=0)
@@ -46,10 +47,13 @@ class SiameseFusion(nn.Module):
         self.beta = nn.Parameter(torch.zeros(()))
         self.scale = config.model.attention_scale
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None) -> Tensor:
+    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
+                groups: list[Tensor] | None = None) -> Tensor:
         """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out.
 
         ``rows`` (B,) are the cells of a minibatch (their per-cell fusion weights are used); None: all cells.
+        ``groups`` (index tensors that partition the N cells) restricts the attention to each group, as in
+        minibatch training, while the propagation uses the whole graph ``adj``; None: attention over all cells.
         """
         if z_ae is not None and z_g is not None:
             a, b = self.a, self.b
@@ -59,10 +63,19 @@ class SiameseFusion(nn.Module):
         else:
             z_i = z_ae if z_ae is not None else z_g
         z_l = torch.sparse.mm(adj, z_i)
-        # Flash/memory-efficient kernels: O(N·d) memory, the N × N attention matrix is never stored.
-        q = z_l.unsqueeze(0).unsqueeze(0)
-        z_gl = F.scaled_dot_product_attention(q, q, q, scale=self.scale).squeeze(0).squeeze(0)
+        if groups is None:
+            z_gl = self._attend(z_l)
+        else:
+            z_gl = torch.empty_like(z_l)
+            for g in groups:
+                z_gl[g] = self._attend(z_l[g])
         return self.beta * z_gl + z_l
+
+    def _attend(self, z: Tensor) -> Tensor:
+        """softmax(Z Zᵀ · scale) Z for Z (M × d) → (M × d)."""
+        # Flash/memory-efficient kernels: O(M·d) memory, the M × M attention matrix is never stored.
+        q = z.unsqueeze(0).unsqueeze(0)
+        return F.scaled_dot_product_attention(q, q, q, scale=self.scale).squeeze(0).squeeze(0)
 
     def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
               propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
