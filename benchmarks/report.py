@@ -90,7 +90,8 @@ def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame) -> str:
              "above, "
              "compared with the full-batch scsc rows of the quality table. Each epoch of the graph stages trains on "
              "one batch; every data set with more cells than a batch is cut into several (the default batch, 8,192 "
-             "cells, applies from 20,000 cells up, so these batches are 8 times smaller than in real use).", "",
+             f"cells, applies from 20,000 cells up, so these batches are {8192 / size:g} times smaller than in real "
+             "use).", "",
              "| dataset | cells | batches per round | kNN edges inside a batch | full-batch ARI | minibatch ARI | "
              "Δ ARI | full-batch NMI | minibatch NMI | minibatch s |", "|---|---|---|---|---|---|---|---|---|---|"]
     deltas = []
@@ -219,25 +220,27 @@ def main() -> None:
     ap.add_argument("quality", type=Path, nargs="+", help="quality CSV(s); several are concatenated")
     ap.add_argument("--timing", type=Path)
     ap.add_argument("--scaling", type=Path)
-    ap.add_argument("--minibatch", type=Path, help="quality CSV of minibatch runs (scsc rows only)")
+    ap.add_argument("--minibatch", type=Path, nargs="*", default=[],
+                    help="quality CSVs of minibatch runs (scsc rows only), one batch size each")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     parts = ["# Benchmarks", "",
              "Produced by `python benchmarks/quality.py --seeds 0 1 2 --jobs 3 --threads 1`, "
              "`bash benchmarks/timing.sh` and `python benchmarks/scaling.py` (each alone on the machine), then "
              "`python benchmarks/report.py benchmarks/results/quality.csv --timing benchmarks/results/timing.csv "
-             "--scaling benchmarks/results/scaling.csv --minibatch benchmarks/results/quality_minibatch.csv` (which "
+             "--scaling benchmarks/results/scaling.csv --minibatch benchmarks/results/quality_minibatch*.csv` (which "
              "also draws the figures in `docs/figures/`). Raw numbers are in `benchmarks/results/`. Labels are "
              "used only for these scores.", ""]
     quality = pd.concat([pd.read_csv(q) for q in args.quality], ignore_index=True)
     parts.append(quality_section(quality))
     figures = args.out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    minibatch = pd.read_csv(args.minibatch) if args.minibatch and args.minibatch.exists() else None
-    quality_plot(quality, figures / "quality_ari.png", minibatch)
+    minibatch = sorted((pd.read_csv(m) for m in args.minibatch if m.exists()),
+                       key=lambda m: m.batch_size.max())
+    quality_plot(quality, figures / "quality_ari.png", minibatch[0] if minibatch else None)
     parts += ["", "![ARI per dataset](figures/quality_ari.png)"]
-    if minibatch is not None:
-        parts += ["", minibatch_section(quality, minibatch)]
+    for mini in minibatch:
+        parts += ["", minibatch_section(quality, mini)]
     if args.timing and args.timing.exists():
         parts += ["", timing_section(pd.read_csv(args.timing))]
     if args.scaling and args.scaling.exists():

@@ -54,3 +54,13 @@ def test_umap_of_every_cell_up_to_the_limit(clustered, tmp_path, monkeypatch):
     assert seen["titles"] == ["scsc clusters", "true labels"]
     assert seen["points"] == [300, 300]
     assert clustered.obsm["X_umap"].shape == (300, 2) and np.isfinite(clustered.obsm["X_umap"]).all()
+
+
+def test_umap_kernels_get_an_on_disk_cache():
+    from numba.core.caching import NullCache
+    from umap import umap_
+
+    plotting.cache_umap_kernels()
+    # The fuzzy-graph kernel that scanpy's neighbours call in every run: compiled once per machine, not per run.
+    assert not isinstance(umap_.smooth_knn_dist._cache, NullCache)
+    assert plotting.cache_umap_kernels() == 0  # already switched: nothing left to do

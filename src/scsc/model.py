@@ -57,12 +57,15 @@ class ScSiameseClu(nn.Module):
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
-                rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Forward:
+                rows: Tensor | None = None, groups: list[Tensor] | None = None, propagation: bool = True
+                ) -> Forward:
         """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
 
         ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
         ``groups`` (index tensors partitioning all N cells; fusions with a ``groups`` keyword only) confines the
         fusion's attention to each group, as in minibatch training, over whole-data inputs.
+        ``propagation=False`` drops the graph layers' activations as soon as each view is done (an embedding
+        needs only Z; on a million cells they are gigabytes).
         """
         enc = self.encoder
         ae_views = graph_views = None
@@ -73,10 +76,12 @@ class ScSiameseClu(nn.Module):
             z_ae = 0.5 * (ae_views[0] + ae_views[1])
         if enc.gae is not None:
             g1, p1 = enc.gae.encode(x1, adj1)
+            if not propagation:
+                p1 = []
             g2, p2 = enc.gae.encode(x2, adj2)
             graph_views = [g1, g2]
             z_g = 0.5 * (g1 + g2)
-            props = p1 + p2
+            props = p1 + p2 if propagation else []
         if groups is not None:
             z = self.fusion(z_ae, z_g, adj_main, groups=groups)
         elif rows is not None and self._fusion_takes_rows:
@@ -95,7 +100,8 @@ class ScSiameseClu(nn.Module):
         was = self.training
         self.eval()
         v = self.augment.clean_views(data.x)
-        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows, groups=groups)
+        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows, groups=groups,
+                           propagation=False)
         self.train(was)
         return out.z
 

@@ -21,6 +21,33 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def cache_umap_kernels() -> int:
+    """Turn on numba's on-disk cache for umap-learn's compiled kernels; returns how many were switched.
+
+    umap-learn compiles its kernels (fuzzy graph, layout) in every process without caching them, about 8 s per
+    ``scsc cluster`` on 2 cores, more than the UMAP itself on a few thousand cells. With the cache only the first
+    run on a machine compiles; numba keys the cache on the source files, so a umap-learn upgrade recompiles.
+    Any failure leaves the kernels as they were (they then compile in memory, as before).
+    """
+    try:
+        import umap.layouts
+        import umap.umap_
+        from numba.core.dispatcher import Dispatcher
+        from numba.core.caching import NullCache
+    except Exception:  # noqa: BLE001 - a missing or changed umap-learn/numba only costs time
+        return 0
+    switched = 0
+    for module in (umap.umap_, umap.layouts):
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
+                try:
+                    obj.enable_caching()
+                    switched += 1
+                except Exception:  # noqa: BLE001
+                    continue
+    return switched
+
+
 #: Up to this many cells the UMAP neighbours are exact (scikit-learn); approximate above.
 UMAP_EXACT_MAX_CELLS = 50_000
 #: Above this many cells the UMAP is computed and drawn on a seeded random subsample of this many: a figure
@@ -49,6 +76,7 @@ def umap_plot(adata: ad.AnnData, path: str | Path, seed: int = 0) -> None:
     # which cost more than the whole UMAP on a few thousand cells. 200 layout epochs are umap-learn's own
     # choice for large data; its 500 for small data took twice as long for a figure.
     exact = tmp.n_obs <= UMAP_EXACT_MAX_CELLS
+    cache_umap_kernels()
     sc.pp.neighbors(tmp, use_rep="X_scsc", n_neighbors=15, random_state=seed,
                     **({"transformer": "sklearn"} if exact else {}))
     sc.tl.umap(tmp, random_state=seed, maxiter=200)

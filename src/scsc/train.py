@@ -260,7 +260,7 @@ def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPla
         model.eval()
         groups = None if batches is None else _groups(model, data, batches)
         if batches is None or groups is not None:
-            z = model.forward(data.x, data.x, data.adj, data.adj, data.adj, groups=groups).z
+            z = model.forward(data.x, data.x, data.adj, data.adj, data.adj, groups=groups, propagation=False).z
         else:
             def one(d: TrainData, rows: np.ndarray, r: torch.Tensor) -> torch.Tensor:
                 return model.forward(d.x, d.x, d.adj, d.adj, d.adj, rows=r).z

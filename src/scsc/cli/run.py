@@ -22,7 +22,8 @@ LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised,
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
 BATCH = typer.Option(None, "--batch-size", min=0,
                      help="Cells per training batch; 0 trains on all cells at once. Default: all cells up to "
-                          "20,000, batches of 8,192 above (minibatch.* in the config).")
+                          "20,000, batches of 8,192 above (minibatch.* in the config). Below 2,048 cells per batch, "
+                          "results vary more between seeds.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out.")
 
 
