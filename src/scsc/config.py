@@ -96,7 +96,7 @@ class LossConfig:
     #: Non-edges sampled per edge for the adjacency reconstruction estimate.
     adj_negatives: int = 1
     #: Cells sampled per epoch for the ZINB term (an unbiased estimate of its mean; 0 = all cells).
-    zinb_cells: int = 2048
+    zinb_cells: int = 1024
 
 
 @dataclass
