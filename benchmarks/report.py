@@ -66,10 +66,12 @@ def quality_section(df: pd.DataFrame) -> str:
 def timing_section(df: pd.DataFrame) -> str:
     lines = ["## Speed and memory of the whole command", "",
              "`scsc cluster DATA --n-clusters K --out DIR` (plots included) and the scanpy Leiden pipeline, "
-             "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores.", "",
+             "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores. umap-learn's "
+             "numba kernels come from numba's on-disk cache, as on any machine after its first run (the first run "
+             "compiles them, about 4 s more).", "",
              "| dataset | cells | command | seconds | peak GB |", "|---|---|---|---|---|"]
     for _, r in df.iterrows():
-        lines.append(f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.0f} | {r.peak_gb:.2f} |")
+        lines.append(f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.1f} | {r.peak_gb:.2f} |")
     lines.append("")
     for ds, part in df.groupby("dataset", sort=False):
         mine = part[part.command.str.startswith("scsc")]

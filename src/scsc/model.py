@@ -79,9 +79,11 @@ class ScSiameseClu(nn.Module):
             if not propagation:
                 p1 = []
             g2, p2 = enc.gae.encode(x2, adj2)
+            if not propagation:
+                p2 = []
             graph_views = [g1, g2]
             z_g = 0.5 * (g1 + g2)
-            props = p1 + p2 if propagation else []
+            props = p1 + p2
         if groups is not None:
             z = self.fusion(z_ae, z_g, adj_main, groups=groups)
         elif rows is not None and self._fusion_takes_rows:
