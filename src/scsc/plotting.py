@@ -24,8 +24,9 @@ def _save(fig, path: Path) -> None:
 def cache_umap_kernels() -> int:
     """Turn on numba's on-disk cache for umap-learn's compiled kernels; returns how many were switched.
 
-    umap-learn compiles its kernels (fuzzy graph, layout) in every process without caching them, about 8 s per
-    ``scsc cluster`` on 2 cores, more than the UMAP itself on a few thousand cells. With the cache only the first
+    umap-learn compiles its kernels (fuzzy graph, layout) in every process without caching them: several seconds
+    per ``scsc cluster`` on 2 cores (about 4 s measured on 2,100 cells), more than the UMAP itself on a few
+    thousand cells. With the cache only the first
     run on a machine compiles; numba keys the cache on the source files, so a umap-learn upgrade recompiles.
     Any failure leaves the kernels as they were (they then compile in memory, as before).
     """
