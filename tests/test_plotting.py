@@ -64,3 +64,20 @@ def test_umap_kernels_get_an_on_disk_cache():
     # The fuzzy-graph kernel that scanpy's neighbours call in every run: compiled once per machine, not per run.
     assert not isinstance(umap_.smooth_knn_dist._cache, NullCache)
     assert plotting.cache_umap_kernels() == 0  # already switched: nothing left to do
+
+
+def test_kernels_compiled_at_import_get_a_cache_too():
+    # pynndescent compiles its distance kernels while umap-learn is imported; only a fresh process shows it.
+    import subprocess
+    import sys
+
+    code = (
+        "import numba; before = numba.njit\n"
+        "from scsc import plotting; plotting.cache_umap_kernels()\n"
+        "from numba.core.caching import NullCache\n"
+        "import pynndescent.distances as d\n"
+        "assert not isinstance(d.squared_euclidean._cache, NullCache), 'import-time kernel not cached'\n"
+        "assert numba.njit is before, 'numba.njit not restored'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
