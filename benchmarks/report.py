@@ -66,9 +66,9 @@ def quality_section(df: pd.DataFrame) -> str:
 def timing_section(df: pd.DataFrame) -> str:
     lines = ["## Speed and memory of the whole command", "",
              "`scsc cluster DATA --n-clusters K --out DIR` (plots included) and the scanpy Leiden pipeline, "
-             "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores. umap-learn's "
-             "numba kernels come from numba's on-disk cache, as on any machine after its first run (the first run "
-             "compiles them, about 4 s more).", "",
+             "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores. The numba "
+             "kernels of umap-learn and pynndescent (the UMAP figure) come from numba's on-disk cache, as on any "
+             "machine after its first run (the first run compiles them, about 8 s more).", "",
              "| dataset | cells | command | seconds | peak GB |", "|---|---|---|---|---|"]
     for _, r in df.iterrows():
         lines.append(f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.1f} | {r.peak_gb:.2f} |")
@@ -82,15 +82,21 @@ def timing_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame) -> str:
-    """scsc full batch (``full``) against minibatch runs (``mini``) of the same seeds, per dataset."""
+def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame, reference: str | None = None) -> str:
+    """scsc full batch (``full``) against minibatch runs (``mini``) of the same seeds, per dataset.
+
+    ``reference`` names the CSV of ``full`` when it is not the quality table above (the two runs must share
+    their config apart from the batch size).
+    """
     full = full[full.method == "scsc"]
     mini = mini[mini.method == "scsc"]
     size = int(mini.batch_size.max())
     lines = [f"## Minibatch training against full batch (batches of {size:,} cells)", "",
              f"`python benchmarks/quality.py --set minibatch.batch_size={size} --no-baselines --threads 1`, seeds as "
              "above, "
-             "compared with the full-batch scsc rows of the quality table. Each epoch of the graph stages trains on "
+             + ("compared with the full-batch scsc rows of the quality table. " if reference is None else
+                f"compared with full-batch runs of the same config (`{reference}`). ")
+             + "Each epoch of the graph stages trains on "
              "one batch; every data set with more cells than a batch is cut into several (the default batch, 8,192 "
              f"cells, applies from 20,000 cells up, so these batches are {8192 / size:g} times smaller than in real "
              "use).", "",
@@ -224,13 +230,17 @@ def main() -> None:
     ap.add_argument("--scaling", type=Path)
     ap.add_argument("--minibatch", type=Path, nargs="*", default=[],
                     help="quality CSVs of minibatch runs (scsc rows only), one batch size each")
+    ap.add_argument("--minibatch-reference", type=Path, default=None,
+                    help="full-batch quality CSV the minibatch runs are compared with (default: the quality CSVs); "
+                         "needed when the default config changed after the minibatch runs")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     parts = ["# Benchmarks", "",
-             "Produced by `python benchmarks/quality.py --seeds 0 1 2 --jobs 3 --threads 1`, "
+             "Produced by `python benchmarks/quality.py --seeds 0 1 2 --jobs 2 --threads 1`, "
              "`bash benchmarks/timing.sh` and `python benchmarks/scaling.py` (each alone on the machine), then "
              "`python benchmarks/report.py benchmarks/results/quality.csv --timing benchmarks/results/timing.csv "
-             "--scaling benchmarks/results/scaling.csv --minibatch benchmarks/results/quality_minibatch*.csv` (which "
+             "--scaling benchmarks/results/scaling.csv --minibatch benchmarks/results/quality_minibatch*.csv "
+             "--minibatch-reference benchmarks/results/quality_joint200.csv` (which "
              "also draws the figures in `docs/figures/`). Raw numbers are in `benchmarks/results/`. Labels are "
              "used only for these scores.", ""]
     quality = pd.concat([pd.read_csv(q) for q in args.quality], ignore_index=True)
@@ -239,10 +249,14 @@ def main() -> None:
     figures.mkdir(parents=True, exist_ok=True)
     minibatch = sorted((pd.read_csv(m) for m in args.minibatch if m.exists()),
                        key=lambda m: m.batch_size.max())
-    quality_plot(quality, figures / "quality_ari.png", minibatch[0] if minibatch else None)
+    # Minibatch bars only beside full-batch runs of the same config.
+    quality_plot(quality, figures / "quality_ari.png",
+                 minibatch[0] if minibatch and not args.minibatch_reference else None)
     parts += ["", "![ARI per dataset](figures/quality_ari.png)"]
+    reference = args.minibatch_reference
+    full = pd.read_csv(reference) if reference else quality
     for mini in minibatch:
-        parts += ["", minibatch_section(quality, mini)]
+        parts += ["", minibatch_section(full, mini, reference.as_posix() if reference else None)]
     if args.timing and args.timing.exists():
         parts += ["", timing_section(pd.read_csv(args.timing))]
     if args.scaling and args.scaling.exists():

@@ -111,7 +111,7 @@ def ablate(
                                          help="Clustering epochs of every variant (cluster.epochs)."),
     sets: Optional[list[str]] = typer.Option(
         None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
-                            "pretrain.joint_epochs=50. A variant's own settings still win."),
+                            "pretrain.ae_epochs=50. A variant's own settings still win."),
     n_clusters: Optional[int] = typer.Option(
         None, "--n-clusters", "-k", min=2, help="Number of clusters for every dataset (default: the config's, "
                                                 "else estimated by Leiden)."),
