@@ -73,7 +73,7 @@ def test_kernels_compiled_at_import_get_a_cache_too():
 
     code = (
         "import numba; before = numba.njit\n"
-        "from scsc import plotting; plotting.cache_umap_kernels()\n"
+        "from scsc.numba_cache import cache_umap_kernels; cache_umap_kernels()\n"
         "from numba.core.caching import NullCache\n"
         "import pynndescent.distances as d\n"
         "assert not isinstance(d.squared_euclidean._cache, NullCache), 'import-time kernel not cached'\n"

@@ -166,6 +166,9 @@ def estimate_n_clusters(z: np.ndarray, resolution: float = 1.0, seed: int = 0) -
     """Estimate K as the number of Leiden communities on the 15-NN graph of the embedding ``z`` (N × d)."""
     import scanpy as sc
 
+    from .numba_cache import cache_umap_kernels
+
+    cache_umap_kernels()  # scanpy's neighbours import umap-learn
     tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
     tmp.obsm["X_z"] = z
     sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(15, z.shape[0] - 1), random_state=seed)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import sys
-import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -17,76 +13,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .data.io import atomic_path  # noqa: E402
+from .numba_cache import cache_umap_kernels  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix[1:])
     plt.close(fig)
-
-
-@contextlib.contextmanager
-def _numba_cache_by_default():
-    """While active, ``numba.jit``/``numba.njit`` default to ``cache=True``.
-
-    pynndescent (imported by umap-learn) compiles dozens of distance kernels with explicit signatures at import
-    time, so they compile while the module loads and cannot be switched to a cache afterwards. Turning the
-    default on for the duration of that import is the only way to cache them without changing the packages.
-    """
-    import numba
-
-    originals = {name: getattr(numba, name) for name in ("jit", "njit")}
-
-    def cached(original):
-        @functools.wraps(original)
-        def wrapper(*args, **kwargs):
-            kwargs.setdefault("cache", True)
-            return original(*args, **kwargs)
-
-        return wrapper
-
-    for name, original in originals.items():
-        setattr(numba, name, cached(original))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a kernel numba cannot cache still compiles, as before
-            yield
-    finally:
-        for name, original in originals.items():
-            setattr(numba, name, original)
-
-
-def cache_umap_kernels() -> int:
-    """Turn on numba's on-disk cache for umap-learn's compiled kernels; returns how many were switched.
-
-    umap-learn and pynndescent compile their kernels (distances at import, fuzzy graph and layout at first use)
-    in every process without caching them: about 8 s per ``scsc cluster`` on 2 cores, more than the UMAP
-    itself on a few thousand cells. With the cache only the first run on a machine compiles; numba keys the
-    cache on the source files, so an upgrade of either package recompiles. When umap-learn is not imported
-    yet, it is imported with numba's cache on by default (this catches the kernels compiled at import); the
-    kernels of an already imported umap-learn are switched one by one, which reaches only those not compiled
-    yet. Any failure leaves the kernels as they were (they then compile in memory, as before).
-    """
-    try:
-        if "umap" not in sys.modules:
-            with _numba_cache_by_default():
-                import umap  # noqa: F401
-        import umap.layouts
-        import umap.umap_
-        from numba.core.caching import NullCache
-        from numba.core.dispatcher import Dispatcher
-    except Exception:  # noqa: BLE001 - a missing or changed umap-learn/numba only costs time
-        return 0
-    switched = 0
-    for module in (umap.umap_, umap.layouts):
-        for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and isinstance(getattr(obj, "_cache", None), NullCache):
-                try:
-                    obj.enable_caching()
-                    switched += 1
-                except Exception:  # noqa: BLE001
-                    continue
-    return switched
 
 
 #: Up to this many cells the UMAP neighbours are exact (scikit-learn); approximate above.

@@ -227,6 +227,9 @@ WARM_UP = ("scsc.api", "torch._dynamo", "torch.optim", "scanpy.preprocessing", "
 def _warm_up() -> None:
     import importlib
 
+    from ..numba_cache import cache_umap_kernels
+
+    cache_umap_kernels()  # before pynndescent, so that its kernels come from the on-disk cache
     for name in WARM_UP:
         try:
             importlib.import_module(name)

@@ -25,6 +25,9 @@ def knn_graph(x: np.ndarray, k: int, exact_max_cells: int = 50_000, seed: int = 
         nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x)
         _, idx = nn.kneighbors(x)
     else:
+        from ..numba_cache import cache_umap_kernels
+
+        cache_umap_kernels()  # pynndescent compiles its kernels at import
         from pynndescent import NNDescent
 
         index = NNDescent(x, n_neighbors=k + 1, random_state=seed, low_memory=True)
