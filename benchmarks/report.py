@@ -68,7 +68,7 @@ def timing_section(df: pd.DataFrame) -> str:
              "`scsc cluster DATA --n-clusters K --out DIR` (plots included) and the scanpy Leiden pipeline, "
              "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores. The numba "
              "kernels of umap-learn and pynndescent (the UMAP figure) come from numba's on-disk cache, as on any "
-             "machine after its first run (the first run compiles them, about 8 s more).", "",
+             "machine after its first run (the first run compiles them, about 7 s more).", "",
              "| dataset | cells | command | seconds | peak GB |", "|---|---|---|---|---|"]
     for _, r in df.iterrows():
         lines.append(f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.1f} | {r.peak_gb:.2f} |")

@@ -1,6 +1,6 @@
 """numba's on-disk cache for the kernels of umap-learn and pynndescent.
 
-Both packages compile their numba kernels in every process and cache none of them: about 8 s of every
+Both packages compile their numba kernels in every process and cache none of them: about 7 s of every
 ``scsc cluster`` on 2 cores went to compiling kernels for the UMAP figure (and for the Leiden estimate of K, and
 for pynndescent's approximate kNN above 50,000 cells). With the cache only the first run on a machine compiles.
 """
