@@ -78,7 +78,8 @@ def main() -> None:
     paths = sorted(DATA.glob("*.h5"))
     if args.datasets:
         paths = [p for p in paths if p.stem in set(args.datasets)]
-    # Workers inherit these at spawn: results depend on the linear algebra's thread count, not only on the seed.
+    # Workers inherit these at spawn: results depend on the linear algebra's thread count, not only on the
+    # seed.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     tasks = [(p, s) for p in paths for s in args.seeds]
