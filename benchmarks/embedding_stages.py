@@ -16,15 +16,15 @@ Labels are read only to score each KMeans result. One fresh process per (dataset
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import DATA, run_tasks
+
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
 
 
@@ -82,11 +82,14 @@ def main() -> None:
     # seed.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    tasks = [(p, s) for p in paths for s in args.seeds]
-    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
-        futures = [(p.stem, pool.submit(_stages, str(p), s, args.sets, args.threads)) for p, s in tasks]
-        rows = [{"dataset": ds, **r} for ds, f in futures for r in f.result()]
+    tasks = [(p.stem, _stages, (str(p), s, args.sets, args.threads)) for p in paths for s in args.seeds]
+    rows = [{"dataset": ds, **r} for ds, result in run_tasks(tasks, args.jobs) for r in result]
     df = pd.DataFrame(rows)
+    if "error" in df:
+        print(df[df["error"].notna()].to_string(index=False), file=sys.stderr)
+        df = df[df["error"].isna()]
+        if df.empty:
+            sys.exit("every run failed (see above)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
