@@ -6,7 +6,14 @@ After the three pretraining stages (default config plus ``--set`` overrides), on
 - ``z_ae``, ``z_g``: the expression and graph branches, N × d each;
 - ``fused``: a⊙Z_ae + b⊙Z_g before the local propagation;
 - ``embedding``: Z, the propagated embedding the clustering head starts from (``scsc_pretrain_kmeans`` in
-  ``quality.py``).
+  ``quality.py``);
+- ``embedding_leiden``: Leiden on the 15-NN graph of Z, resolution bisected to the true K (as quality.py's
+  ``leiden_true_k`` peer), instead of KMeans;
+- Z under other graph operators, the encoders unchanged: ``drop_0``, ``drop_0.2``, ``drop_0.3``, ``drop_0.5``
+  (``graph.edge_drop``, which sets both the edge-removal view and the propagation graph Â_r; default 0.1),
+  ``jaccard`` (propagation over Â_r with each edge weighted by the Jaccard index of its cells' neighbourhoods,
+  the shared-nearest-neighbour weighting of Seurat and PhenoGraph), ``self_half`` (half of each row of Â_r on
+  the cell itself: Z_l = ½ Z_i + ½ D⁻¹A Z_i) and ``no_propagation`` (Z_l = Z_i).
 
 Labels are read only to score each KMeans result. One fresh process per (dataset, seed).
 
@@ -26,6 +33,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATA, run_tasks
 
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
+OPERATORS = ["embedding_leiden", "drop_0", "drop_0.2", "drop_0.3", "drop_0.5", "jaccard", "self_half",
+             "no_propagation"]
+
+
+def _jaccard(a):
+    """Edges of the binary graph ``a`` (N × N, CSR) weighted by |N⁺(i) ∩ N⁺(j)| / |N⁺(i) ∪ N⁺(j)|, N⁺ with self.
+
+    O(N·k²): the products are taken on existing edges only.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    b = sp.csr_matrix(a, dtype=np.float32)
+    b.data[:] = 1.0
+    bi = (b + sp.identity(b.shape[0], dtype=np.float32, format="csr")).tocsr()
+    size = np.asarray(bi.sum(axis=1)).ravel()
+    r, c = b.nonzero()
+    inter = np.asarray(bi[r].multiply(bi[c]).sum(axis=1)).ravel()
+    return sp.csr_matrix(((inter / (size[r] + size[c] - inter)).astype(np.float32), (r, c)), shape=b.shape)
+
+
+def _leiden_at_k(z, k: int, seed: int):
+    """Leiden labels (N,) on the 15-NN graph of ``z`` (N × d), resolution bisected until K communities."""
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
+    tmp.obsm["X_z"] = z
+    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=15, random_state=seed)
+    lo, hi, labels = 0.01, 5.0, None
+    for _ in range(25):
+        res = (lo + hi) / 2
+        sc.tl.leiden(tmp, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
+                     key_added="lk")
+        labels = tmp.obs["lk"].to_numpy()
+        n = len(np.unique(labels))
+        if n == k:
+            break
+        lo, hi = (res, hi) if n < k else (lo, res)
+    return labels
 
 
 def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[dict]:
@@ -34,11 +82,15 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
     import torch
 
     torch.set_num_threads(threads)
+    import scipy.sparse as sp
+
     import scsc
     from scsc.api import _build_model, make_config, prepare
     from scsc.components.cluster import kmeans
+    from scsc.data.graph import drop_dissimilar_edges, row_normalize
+    from scsc.data.tensors import sparse_to_torch
     from scsc.evaluate import score
-    from scsc.train import pretrain, pretrained_embedding, seed_everything
+    from scsc.train import embed_cells, pretrain, pretrained_embedding, seed_everything
 
     adata = scsc.read(path)
     cfg = make_config().override([*overrides, f"seed={seed}"])
@@ -48,7 +100,9 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
     pretrain(model, data, cfg, generator)
     labels = adata.obs["label"].to_numpy()[prepared.cell_mask]
     k = len(np.unique(labels))
-    model.augment.prepare(data, pretrained_embedding(model, data).numpy())
+    z_pre = pretrained_embedding(model, data).numpy()
+    aug = model.augment
+    aug.prepare(data, z_pre)
     model.eval()
     with torch.no_grad():
         views = model.augment.clean_views(data.x)
@@ -57,10 +111,34 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
         fusion = model.fusion
         fused = fusion.a * out.z_ae + fusion.b * out.z_g
     rows = []
-    for stage, z in zip(STAGES, (data.x, out.z_ae, out.z_g, fused, out.z)):
-        pred, _ = kmeans(z.cpu().numpy(), k, cfg.seed)
+
+    def add(stage: str, pred) -> None:
         s = score(labels, pred)
         rows.append({"stage": stage, "seed": seed, "ari": s["ari"], "nmi": s["nmi"]})
+
+    for stage, z in zip(STAGES, (data.x, out.z_ae, out.z_g, fused, out.z)):
+        add(stage, kmeans(z.cpu().numpy(), k, cfg.seed)[0])
+    add("embedding_leiden", _leiden_at_k(out.z.cpu().numpy(), k, cfg.seed))
+
+    def add_operator(stage: str) -> None:
+        add(stage, kmeans(embed_cells(model, data).cpu().numpy(), k, cfg.seed)[0])
+
+    default_drop = cfg.graph.edge_drop
+    for drop in (0.0, 0.2, 0.3, 0.5):
+        aug.graph_cfg.edge_drop = drop
+        aug.prepare(data, z_pre)
+        add_operator(f"drop_{drop:g}")
+    aug.graph_cfg.edge_drop = default_drop
+    aug.prepare(data, z_pre)
+    kept = drop_dissimilar_edges(data.knn, z_pre, default_drop)
+    n = data.n_cells
+    deg = np.asarray(kept.sum(axis=1)).ravel().astype(np.float32)
+    half = sp.diags(0.5 / np.maximum(deg, 1)) @ kept + sp.diags(np.where(deg > 0, 0.5, 1.0).astype(np.float32))
+    for stage, op in (("jaccard", row_normalize(_jaccard(kept))),
+                      ("self_half", sp.csr_matrix(half, dtype=np.float32)),
+                      ("no_propagation", sp.identity(n, dtype=np.float32, format="csr"))):
+        aug.adj_main = sparse_to_torch(op, data.device)  # propagation only; the graph views stay Â_r and PPR
+        add_operator(stage)
     return rows
 
 
@@ -96,7 +174,7 @@ def main() -> None:
     df.to_csv(tmp, index=False)
     tmp.replace(out)
     table = df.groupby(["dataset", "stage"])[["ari", "nmi"]].mean().unstack("stage")
-    table = table.reindex(columns=pd.MultiIndex.from_product([["ari", "nmi"], STAGES]))
+    table = table.reindex(columns=pd.MultiIndex.from_product([["ari", "nmi"], STAGES + OPERATORS]))
     table.loc["mean"] = table.mean()
     print(table.round(3).to_string())
 
