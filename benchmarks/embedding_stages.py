@@ -31,6 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATA, run_tasks
+from scanpy_pipeline import leiden_at_k
 
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
 OPERATORS = ["embedding_leiden", "drop_0", "drop_0.2", "drop_0.3", "drop_0.5", "jaccard", "self_half",
@@ -54,8 +55,8 @@ def _jaccard(a):
     return sp.csr_matrix(((inter / (size[r] + size[c] - inter)).astype(np.float32), (r, c)), shape=b.shape)
 
 
-def _leiden_at_k(z, k: int, seed: int):
-    """Leiden labels (N,) on the 15-NN graph of ``z`` (N × d), resolution bisected until K communities."""
+def _leiden_on(z, k: int, seed: int):
+    """Leiden labels (N,) on the 15-NN graph of ``z`` (N × d), resolution bisected to K (the peer's search)."""
     import anndata as ad
     import numpy as np
     import scanpy as sc
@@ -63,17 +64,7 @@ def _leiden_at_k(z, k: int, seed: int):
     tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
     tmp.obsm["X_z"] = z
     sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=15, random_state=seed)
-    lo, hi, labels = 0.01, 5.0, None
-    for _ in range(25):
-        res = (lo + hi) / 2
-        sc.tl.leiden(tmp, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
-                     key_added="lk")
-        labels = tmp.obs["lk"].to_numpy()
-        n = len(np.unique(labels))
-        if n == k:
-            break
-        lo, hi = (res, hi) if n < k else (lo, res)
-    return labels
+    return leiden_at_k(tmp, k, seed)
 
 
 def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[dict]:
@@ -118,7 +109,7 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
 
     for stage, z in zip(STAGES, (data.x, out.z_ae, out.z_g, fused, out.z)):
         add(stage, kmeans(z.cpu().numpy(), k, cfg.seed)[0])
-    add("embedding_leiden", _leiden_at_k(out.z.cpu().numpy(), k, cfg.seed))
+    add("embedding_leiden", _leiden_on(out.z.cpu().numpy(), k, cfg.seed))
 
     def add_operator(stage: str) -> None:
         add(stage, kmeans(embed_cells(model, data).cpu().numpy(), k, cfg.seed)[0])

@@ -2,7 +2,8 @@
 
     python benchmarks/scanpy_pipeline.py DATA.h5
 
-``standard_preprocess`` is shared with ``quality.py`` so both measure the same peer.
+``standard_preprocess`` and ``leiden_at_k`` are shared with ``quality.py`` (and ``embedding_stages.py``) so all
+measure the same peer.
 """
 
 import sys
@@ -21,6 +22,24 @@ def standard_preprocess(a):
     sc.pp.pca(a, n_comps=50, random_state=0)
     sc.pp.neighbors(a, n_neighbors=15, random_state=0)
     return a
+
+
+def leiden_at_k(a, k: int, seed: int = 0):
+    """Leiden labels (N,) on the neighbour graph of ``a`` (already computed), resolution bisected to K.
+
+    Bisection over [0.01, 5] for at most 25 steps; the last partition is returned if K is never hit exactly.
+    """
+    lo, hi, labels = 0.01, 5.0, None
+    for _ in range(25):
+        res = (lo + hi) / 2
+        sc.tl.leiden(a, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
+                     key_added="leiden_k")
+        labels = a.obs["leiden_k"].to_numpy()
+        n = len(set(labels))
+        if n == k:
+            break
+        lo, hi = (res, hi) if n < k else (lo, res)
+    return labels
 
 
 if __name__ == "__main__":
