@@ -10,6 +10,10 @@ Public API::
 
 __version__ = "0.1.0"
 
+from .threads import apply_wait_policy  # noqa: E402  (before torch is imported: OpenMP reads it at start)
+
+apply_wait_policy()
+
 from .api import cluster, make_config, pretrain, run  # noqa: E402
 from .config import RunConfig  # noqa: E402
 from .data.io import read, write_h5ad  # noqa: E402

@@ -134,14 +134,23 @@ def adjacency_loss(z: Tensor, edge_index: Tensor, edge_weight: Tensor, n_negativ
     """
     n = z.shape[0]
     src, dst = edge_index
-    s_edge = torch.sigmoid((z[src] * z[dst]).sum(dim=1))
+    s_edge = torch.sigmoid(_pair_dots(z, src, dst))
     edge_part = ((s_edge - edge_weight) ** 2 - s_edge**2).sum()
     m = max(1, n_negatives * edge_index.shape[1])
     i = torch.randint(0, n, (m,), generator=generator, device="cpu").to(z.device)
     j = torch.randint(0, n, (m,), generator=generator, device="cpu").to(z.device)
-    s_rand = torch.sigmoid((z[i] * z[j]).sum(dim=1))
+    s_rand = torch.sigmoid(_pair_dots(z, i, j))
     all_part = (s_rand**2).mean() * (n * n)
     return (edge_part + all_part) / (n * n)
+
+
+def _pair_dots(z: Tensor, i: Tensor, j: Tensor) -> Tensor:
+    """z_i · z_j for index pairs (M,) of ``z`` (N × d) → (M,).
+
+    ``index_select`` rather than ``z[i]``: the backward of advanced indexing accumulates with atomic adds on
+    several CPU threads, so the same seed gave other weights from run to run; index_select's is ordered.
+    """
+    return (torch.index_select(z, 0, i) * torch.index_select(z, 0, j)).sum(dim=1)
 
 
 def kl_target(p: Tensor, q: Tensor, eps: float = 1e-12) -> Tensor:

@@ -124,8 +124,9 @@ class ScSiameseClu(nn.Module):
                 m = self.config.loss.zinb_cells
                 if 0 < m < data.n_cells:
                     idx = torch.randperm(data.n_cells, generator=generator)[:m].to(z.device)
-                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden[idx], data.counts[idx],
-                                                     data.size_factors[idx])
+                    # index_select: its backward is deterministic on several CPU threads (see losses._pair_dots)
+                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, torch.index_select(hidden, 0, idx),
+                                                     data.counts[idx], data.size_factors[idx])
                 else:
                     terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden, data.counts, data.size_factors)
         props = list(out.propagation)

@@ -58,7 +58,7 @@ class SiameseFusion(nn.Module):
         if z_ae is not None and z_g is not None:
             a, b = self.a, self.b
             if rows is not None and a.shape[0] > 1:
-                a, b = a[rows], b[rows]
+                a, b = torch.index_select(a, 0, rows), torch.index_select(b, 0, rows)
             z_i = a * z_ae + b * z_g
         else:
             z_i = z_ae if z_ae is not None else z_g
