@@ -14,7 +14,7 @@ METHOD_DEFAULTS = [
     # §1 preprocessing
     ("preprocess.min_cells", 3),
     ("preprocess.n_hvg", 1000),  # scsc default 2000, see DEVIATIONS
-    ("preprocess.n_pcs", 100),  # scsc default 50
+    ("preprocess.n_pcs", 100),  # scsc default 20
     ("preprocess.scale_clip", 10.0),
     ("preprocess.log_normalized", False),
     # §2–3 graph and augmentation
@@ -71,8 +71,8 @@ METHOD_DEFAULTS = [
 
 # Defaults that deliberately differ from METHOD.md (docs/method.md says why and what it measured):
 # (key, scsc default). examples/published_defaults.toml restores the METHOD value of each.
-DEVIATIONS = {"preprocess.n_hvg": 2000, "preprocess.n_pcs": 50, "model.fusion_weights": "feature",
-              "loss.zinb_cells": 1024, "pretrain.joint_epochs": 75}
+DEVIATIONS = {"preprocess.n_hvg": 2000, "preprocess.n_pcs": 20, "model.fusion_weights": "feature",
+              "loss.zinb_cells": 1024, "pretrain.joint_epochs": 75, "cluster.epochs": 10}
 PUBLISHED = Path(__file__).resolve().parents[1] / "examples" / "published_defaults.toml"
 
 

@@ -40,7 +40,7 @@ def test_input_is_not_modified(small_sim, small_adata, prepared):
 
 
 def test_pca_shape_and_type(small_adata, prepared):
-    assert prepared.x.shape == (300, 50)  # min(50 PCs, 299 cells − 1, genes − 1)
+    assert prepared.x.shape == (300, 20)  # min(20 PCs, 299 cells − 1, genes − 1)
     assert prepared.x.dtype == np.float32 and prepared.x.flags.c_contiguous
     assert np.isfinite(prepared.x).all()
     assert prepared.n_cells == 300
@@ -118,7 +118,7 @@ def test_log_normalized_input(small_adata):
     p = preprocess(a, PreprocessConfig(log_normalized=True), seed=0)
     assert p.counts is None
     np.testing.assert_array_equal(p.size_factors, 1.0)
-    assert p.x.shape == (300, 50)
+    assert p.x.shape == (300, 20)
 
 
 def test_kept_adata_is_the_filtered_input(with_empty_cells):
