@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,18 +20,19 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .checkpoint import Checkpointer, read_torch_file
+from .checkpoint import read_torch_file
 from .config import RunConfig
 from .data.batches import BatchPlan, plan_batches, resolve_batch_size
 from .data.bundle import TrainData, build_train_data
-from .data.io import LABEL_KEY, atomic_path
+from .data.io import atomic_path
 from .data.preprocess import Prepared, preprocess
 from .distributed import Context
 from .errors import ConfigError, InputError
-from .evaluate import score
+from .k_selection import KSelection, parse_k
 from .model import ScSiameseClu
 from .plugins import Registry
-from .train import Reporter, embed_cells, pretrained_embedding, seed_everything, train_clustering
+from .session import RunSession
+from .train import Reporter, seed_everything
 from .train import pretrain as _pretrain_loop
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
@@ -66,7 +68,13 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
         if value is None:
             continue
         if key == "n_clusters":
-            dotted["cluster.n_clusters"] = value
+            try:
+                fixed, candidates = parse_k(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            if fixed is not None or candidates:
+                dotted["cluster.n_clusters"] = fixed
+                dotted["cluster.k_candidates"] = candidates
         else:
             dotted[ALIASES.get(key, key.replace("__", "."))] = value
     return cfg.override(dotted)
@@ -143,6 +151,10 @@ class RunResult:
     timings: dict[str, float]
     model: ScSiameseClu
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    #: How K was estimated (None when it was given without candidates).
+    k_selection: KSelection | None = None
+    #: Labels (N,) of every other candidate K (``cluster.k_candidates``), from the same pretraining.
+    other_k: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def loss_table(self) -> pd.DataFrame:
@@ -160,34 +172,6 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def estimate_n_clusters(z: np.ndarray, resolution: float = 1.0, seed: int = 0) -> int:
-    """Estimate K as the number of Leiden communities on the 15-NN graph of the embedding ``z`` (N × d)."""
-    import scanpy as sc
-
-    from .numba_cache import cache_umap_kernels
-
-    cache_umap_kernels()  # scanpy's neighbours import umap-learn
-    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
-    tmp.obsm["X_z"] = z
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(15, z.shape[0] - 1), random_state=seed)
-    sc.tl.leiden(tmp, resolution=resolution, flavor="igraph", n_iterations=2, directed=False,
-                 random_state=seed)
-    return max(2, int(tmp.obs["leiden"].nunique()))
-
-
-def _init_head(head: torch.nn.Module, z: torch.Tensor, k: int, ctx: Context) -> np.ndarray:
-    """``head.init(z, k)`` (KMeans on Z, N × d) → initial labels (N,); under several ranks on rank 0, broadcast."""
-    if not ctx.active:
-        return head.init(z, k)
-    from .checkpoint import head_state, restore_head
-
-    labels = head.init(z, k) if ctx.is_main else None
-    labels, state = ctx.broadcast((labels, head_state(head) if ctx.is_main else None))
-    if not ctx.is_main:
-        restore_head(head, state, z.device)
-    return labels
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
@@ -241,27 +225,34 @@ def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
             "versions": versions()}
 
 
-def cluster(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | str | Path | None = None,
-            *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
+def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
+            config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
             registry: Registry | None = None, copy: bool = True, **overrides: Any) -> ad.AnnData:
     """Cluster the cells of ``adata`` (raw counts, N × G) with scSiameseClu.
 
+    ``n_clusters``: ``None`` or ``"auto"`` estimates K (scsc/k_selection.py); an int fixes it; a list such as
+    ``[6, 8, 10]``, ``"6,8,10"`` or a range ``"5:15"`` clusters every candidate from one pretraining
+    (``obs["scsc_cluster_k<K>"]``) and keeps the one the estimate prefers as ``obs["scsc_cluster"]``.
+
     Returns an AnnData of the kept cells (cells with no counts are dropped) with ``obsm["X_scsc"]`` (N × d
-    embedding), ``obs["scsc_cluster"]`` (categorical labels) and ``uns["scsc"]`` (config, versions, K, and
-    metrics when ``obs["label"]`` holds true labels; those are read only for the final scores).
+    embedding), ``obs["scsc_cluster"]`` (categorical labels) and ``uns["scsc"]`` (config, versions, K, how K was
+    chosen in ``uns["scsc"]["k_selection"]``, and metrics when ``obs["label"]`` holds true labels; those are
+    read only for the final scores).
     """
     result = run(adata, n_clusters, config, pretrained=pretrained, reporter=reporter, registry=registry,
                  **overrides)
     if not copy and result.adata.n_obs == adata.n_obs:
         adata.obsm["X_scsc"] = result.adata.obsm["X_scsc"]
-        adata.obs["scsc_cluster"] = result.adata.obs["scsc_cluster"].to_numpy()
+        for key in result.adata.obs:
+            if key.startswith("scsc_cluster"):
+                adata.obs[key] = result.adata.obs[key].to_numpy()
         adata.uns["scsc"] = result.adata.uns["scsc"]
         return adata
     return result.adata
 
 
-def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | str | Path | None = None, *,
-        pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
+def run(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
+        config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
         registry: Registry | None = None, source: str | None = None, checkpoint: str | Path | None = None,
         checkpoint_every: int = 10, resume: bool = False, keep_checkpoint: bool = False,
         context: Context | None = None, **overrides: Any) -> RunResult:
@@ -277,120 +268,12 @@ def run(adata: ad.AnnData, n_clusters: int | None = None, config: RunConfig | st
     of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and every rank
     returns the same result.
     """
-    ctx = context or Context()
     cfg = make_config(config, n_clusters=n_clusters, **overrides)
-    check_device(cfg.device)
-    if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters < 2:
-        raise ConfigError("n_clusters must be at least 2")
-    # Before any work: a missing checkpoint or a changed config is refused at once.
-    ck = Checkpointer(checkpoint, checkpoint_every if ctx.is_main else 0, cfg, resume=resume)
-    if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
-        raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
-                          "checkpoint")
-    timings = ck.timings
-    timings.start("total")
-    timings.start("preprocess_graph")
-    prepared, data = prepare(adata, cfg, source)
-    if cfg.cluster.n_clusters is not None and cfg.cluster.n_clusters > data.n_cells:
-        raise ConfigError(f"n_clusters={cfg.cluster.n_clusters} exceeds the {data.n_cells} cells")
-    batches = plan(data, cfg)
-    if ctx.active and batches is None:
-        raise ConfigError(f"distributed training runs on minibatches, and {data.n_cells:,} cells are trained "
-                          "full batch by default; pass --batch-size (minibatch.batch_size) below that")
-    timings.stop("preprocess_graph")
-    generator = seed_everything(cfg.seed)
-    model = _build_model(cfg, prepared, registry)
-    ck.attach(model, generator, _fingerprint(prepared))
-    history = ck.history  # the loops append to this list, so every checkpoint holds the history so far
-
-    timings.start("pretrain")
-    if ck.past_pretraining:
-        # The saved model replaces the encoder below; this is what the run returns as its pretraining record.
-        ckpt = {"history": [row for row in history if row["stage"].startswith("pretrain")]}
-    elif pretrained is None:
-        ck.restore()  # a no-op unless the run stopped during pretraining
-        ckpt = {"history": list(_pretrain_loop(model, data, cfg, generator, reporter, history=history,
-                                               checkpoint=ck, batches=batches, context=ctx))}
-    else:
-        where = str(pretrained) if not isinstance(pretrained, dict) else "pretrained"
-        ckpt = load_checkpoint(pretrained) if not isinstance(pretrained, dict) else pretrained
-        _check_fingerprint(ckpt["fingerprint"], prepared, where)
-        try:
-            model.encoder.load_state_dict(ckpt["encoder"])
-        except RuntimeError:
-            raise InputError(f"{where}: checkpoint does not match the encoder "
-                             f"{cfg.components.encoder!r} with these model sizes") from None
-        history += ckpt.get("history", [])
-    if pretrained is None or ck.past_pretraining:
-        # A copy: state_dict() shares storage with the weights, which the clustering stage goes on to change.
-        ckpt.update(encoder=_state_copy(model.encoder), config=cfg.to_dict(), fingerprint=_fingerprint(prepared),
-                    versions=versions())
-    timings.stop("pretrain")
-
-    timings.start("init")
-    k_estimated = cfg.cluster.n_clusters is None
-    if ck.past_pretraining:
-        # Saved: rebuild the augmenter's views from the same embedding, then restore the trained state.
-        model.augment.prepare(data, ck.z_pre)
-        k, init_labels = ck.k, ck.init_labels
-        ck.restore()
-    else:
-        z_pre = pretrained_embedding(model, data, batches).cpu().numpy()
-        model.augment.prepare(data, z_pre)
-        k = cfg.cluster.n_clusters or ctx.broadcast(
-            estimate_n_clusters(z_pre, cfg.cluster.leiden_resolution, cfg.seed) if ctx.is_main else None)
-        init_labels = _init_head(model.head, embed_cells(model, data, batches), k, ctx)
-        ck.z_pre, ck.k, ck.init_labels = z_pre, int(k), init_labels
-    timings.stop("init")
-
-    timings.start("cluster")
-    epochs = cfg.cluster.epochs
-    warmup = max(0, min(cfg.cluster.warmup_epochs, epochs))
-    if warmup > 0:
-        stage = ck.stage("cluster_warmup")
-        first = stage.first_epoch(0, warmup)
-        if first < warmup:
-            train_clustering(model, data, cfg, generator, reporter, epochs=warmup - first, start_epoch=first,
-                             exclude=frozenset({"clu"}), stage="cluster: warm-up", history=history,
-                             checkpoint=stage, batches=batches, stream="cluster_warmup", context=ctx)
-        if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
-            _init_head(model.head, embed_cells(model, data, batches), k, ctx)
-    stage = ck.stage("cluster")
-    first = stage.first_epoch(warmup, epochs)
-    if first < epochs:
-        train_clustering(model, data, cfg, generator, reporter, epochs=epochs - first, start_epoch=first,
-                         history=history, checkpoint=stage, batches=batches, context=ctx)
-    z = embed_cells(model, data, batches)
-    labels = model.head.predict(z)
-    ctx.check_same(labels)
-    timings.stop("cluster")
-    timings.stop("total")
-    if not keep_checkpoint and ctx.is_main:
-        ck.remove()
-
-    out = prepared.adata
-    emb = z.cpu().numpy()
-    out.obsm["X_scsc"] = emb
-    out.obs["scsc_cluster"] = pd.Categorical(labels.astype(str),
-                                             categories=[str(i) for i in range(k) if i in set(labels)])
-    out.obs["scsc_pretrain_kmeans"] = pd.Categorical(init_labels.astype(str))
-    metrics = None
-    if LABEL_KEY in out.obs:
-        truth = out.obs[LABEL_KEY].to_numpy()
-        metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, init_labels)}
-    saved_cfg = cfg.copy()
-    saved_cfg.cluster.n_clusters = k
-    timings = dict(timings)
-    out.uns["scsc"] = {
-        "config": saved_cfg.to_toml(),
-        "versions": versions(),
-        "n_clusters": int(k),
-        "k_estimated": bool(k_estimated),
-        "timings": {key: float(v) for key, v in timings.items()},
-        "cells_removed": int((~prepared.cell_mask).sum()),
-        "minibatch": _batch_summary(batches, data),
-        **({"metrics": metrics} if metrics else {}),
-    }
-    return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(history),
-                     n_clusters=int(k), k_estimated=k_estimated, metrics=metrics, timings=timings,
-                     model=model, checkpoint=ckpt)
+    session = RunSession(adata, cfg, pretrained=pretrained, reporter=reporter, registry=registry, source=source,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, context=context)
+    session.prepare()
+    session.pretrain()
+    session.choose_k()
+    session.train()
+    session.other_k()
+    return session.result(keep_checkpoint)

@@ -2,8 +2,8 @@
 
 A run is a fixed sequence of stages (:data:`STAGES`). After every ``every``-th epoch of a stage, and after its
 last epoch, :class:`Checkpointer` writes ``checkpoint.pt`` atomically with the stage and the next epoch, the
-model (encoder, fusion, head), the stage's optimizer, every random state, the loss history, K, the initial
-KMeans labels, the pretrained embedding, the timings so far, the effective config and the data fingerprint.
+model (encoder, fusion, head), the stage's optimizer, every random state, the loss history, K and how it was
+chosen, the initial KMeans labels, the pretrained embedding and the state at the end of pretraining, the timings so far, the effective config and the data fingerprint.
 A run started with ``resume=True`` restores that state at the saved point, so it continues as if it had never
 stopped: same seed, same machine → same labels.
 """
@@ -197,6 +197,10 @@ class Checkpointer:
         self.k: int | None = saved.get("k")
         self.init_labels: np.ndarray | None = saved.get("init_labels")
         self.z_pre: np.ndarray | None = saved.get("z_pre")
+        #: How K was chosen (None when it was given) and the state every K's clustering stage starts from
+        #: (encoder, fusion and random states at the end of pretraining).
+        self.k_selection = saved.get("k_selection")
+        self.pretrained_state: dict[str, Any] | None = saved.get("pretrained_state")
         self.model: nn.Module | None = None
         self.generator: torch.Generator | None = None
         self.ae_rng: np.random.Generator | None = None
@@ -271,7 +275,8 @@ class Checkpointer:
             "model": {"encoder": model.encoder.state_dict(), "fusion": model.fusion.state_dict(),
                       "head": head_state(model.head)},
             "optimizer": optimizer.state_dict(), "rng": rng, "history": list(self.history),
-            "k": self.k, "init_labels": self.init_labels, "z_pre": self.z_pre,
+            "k": self.k, "init_labels": self.init_labels, "z_pre": self.z_pre, "k_selection": self.k_selection,
+            "pretrained_state": self.pretrained_state,
             "timings": self.timings.snapshot(), "config": self.config_toml, "fingerprint": self.fingerprint,
         }
         with atomic_path(self.path) as tmp:

@@ -139,8 +139,14 @@ class ClusterConfig:
     #: The first this many of ``epochs`` train without the clustering loss; the head is then initialised again
     #: (KMeans) on the refined embedding. 0 initialises once on the pretrained embedding, as published.
     warmup_epochs: int = 0
-    #: Resolution of the Leiden run that estimates K when n_clusters is None.
+    #: Resolution of the Leiden partition that the estimate of K starts from (scsc/k_selection.py).
     leiden_resolution: float = 1.0
+    #: Largest connectivity between two clusters (PAGA's measure) that still counts as separated when K is
+    #: estimated; chosen on the tuning collection (docs/method.md, "Estimating K").
+    k_threshold: float = 0.125
+    #: Candidate K values, every one clustered from the same pretraining (obs["scsc_cluster_k<K>"]); the main
+    #: result is n_clusters when it is set, else the candidate the estimate of K prefers. Empty: one K.
+    k_candidates: list[int] = field(default_factory=list)
 
 
 @dataclass

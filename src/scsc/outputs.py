@@ -25,19 +25,38 @@ def check_out_dir(out: Path, overwrite: bool, files: tuple[str, ...] = RESULT_FI
         raise ScscError(f"{out}: already holds {', '.join(clash)}; choose another --out or pass --overwrite")
 
 
+def k_columns(adata) -> list[str]:
+    """The ``obs["scsc_cluster_k<K>"]`` columns of a run with several candidate K, by increasing K."""
+    keys = [k for k in adata.obs if k.startswith("scsc_cluster_k") and k[len("scsc_cluster_k"):].isdigit()]
+    return sorted(keys, key=lambda k: int(k[len("scsc_cluster_k"):]))
+
+
 def write_run(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
-    """Write result.h5ad, clusters.csv, loss.csv, model.pt, config.toml, metrics.json and figures."""
+    """Write result.h5ad, clusters.csv, loss.csv, model.pt, config.toml, metrics.json and figures.
+
+    Figures: umap.png, loss.png, k_selection.png (score against K, when K was estimated) and k_tree.png (how
+    clusters split across the candidate K values, when there are several).
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
     adata = result.adata
+    k_keys = k_columns(adata)
     if plots:
-        from .plotting import loss_plot, umap_plot
+        from .plotting import k_selection_plot, k_tree_plot, loss_plot, umap_plot
 
         umap_plot(adata, out / "umap.png", seed=result.config.seed)
         loss_plot(result.loss_table, out / "loss.png")
         written += [out / "umap.png", out / "loss.png"]
+        if "k_selection" in adata.uns["scsc"] and len(adata.uns["scsc"]["k_selection"]["k_values"]):
+            k_selection_plot(adata.uns["scsc"]["k_selection"], out / "k_selection.png")
+            written.append(out / "k_selection.png")
+        if len(k_keys) > 1:
+            k_tree_plot(adata.obs, k_keys, out / "k_tree.png")
+            written.append(out / "k_tree.png")
     write_h5ad(adata, out / "result.h5ad")
     clusters = pd.DataFrame({"cell": adata.obs_names, "cluster": adata.obs["scsc_cluster"].to_numpy()})
+    for key in k_keys:
+        clusters[key.replace("scsc_cluster_", "cluster_")] = adata.obs[key].to_numpy()
     if "label" in adata.obs:
         clusters["label"] = adata.obs["label"].to_numpy()
     write_csv(clusters, out / "clusters.csv", index=False)

@@ -94,3 +94,61 @@ def loss_plot(history: pd.DataFrame, path: str | Path) -> None:
         ax.legend(fontsize=6, frameon=False)
     axes[0][0].set_ylabel("loss (unweighted term)")
     _save(fig, Path(path))
+
+
+def k_selection_plot(selection: dict, path: str | Path) -> None:
+    """Score against K (``uns["scsc"]["k_selection"]``): connectivity of the most connected pair of clusters.
+
+    Lower is better separated; the dashed line is the threshold, the chosen K is marked.
+    """
+    ks = np.asarray(selection["k_values"])
+    scores = np.asarray(selection["scores"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(ks, scores, "o-", color="0.3", ms=4, lw=1.2)
+    ax.axhline(selection["threshold"], ls="--", color="tab:red", lw=1, label=f"threshold {selection['threshold']:g}")
+    k = int(selection["k"])
+    if k in set(ks.tolist()):
+        ax.plot([k], [scores[list(ks).index(k)]], "o", color="tab:red", ms=9, mfc="none", mew=2,
+                label=f"chosen K = {k}")
+    ax.set_xlabel("number of clusters K")
+    ax.set_ylabel("connectivity of the most\nconnected pair of clusters")
+    ax.set_title("Estimating K (lower: clusters better separated)")
+    ax.legend(fontsize=7, frameon=False)
+    _save(fig, Path(path))
+
+
+def k_tree_plot(obs: pd.DataFrame, keys: list[str], path: str | Path) -> None:
+    """How clusters split as K grows (a clustering tree): one row per K, one node per cluster (area ∝ size),
+    an edge between clusters of consecutive K values drawn with the share of cells they have in common.
+
+    ``keys`` are ``obs`` columns of labels, ordered by increasing K.
+    """
+    fig, ax = plt.subplots(figsize=(7, 1.1 * len(keys) + 1))
+    pos: list[dict] = []
+    n = len(obs)
+    for row, key in enumerate(keys):
+        lab = pd.Categorical(obs[key])
+        sizes = pd.Series(lab).value_counts().reindex(lab.categories, fill_value=0)
+        order = list(sizes.index)
+        if row > 0:  # place each cluster under the parent that holds most of its cells
+            parent = pd.crosstab(pd.Categorical(obs[key]), pd.Categorical(obs[keys[row - 1]]))
+            x_parent = {c: pos[-1][p] for p, c in zip(parent.idxmax(axis=1), parent.index)}
+            order = sorted(order, key=lambda c: (x_parent.get(c, 0.0), c))
+        xs = {c: (i + 0.5) / len(order) for i, c in enumerate(order)}
+        pos.append(xs)
+        y = -row
+        ax.scatter([xs[c] for c in order], [y] * len(order), s=[1500 * sizes[c] / n + 10 for c in order],
+                   color="tab:blue", alpha=0.7, zorder=3)
+        ax.text(-0.04, y, key.replace("scsc_cluster_k", "K = "), ha="right", va="center", fontsize=8)
+        if row > 0:
+            tab = pd.crosstab(pd.Categorical(obs[keys[row - 1]]), pd.Categorical(obs[key]))
+            for p in tab.index:
+                for c in tab.columns:
+                    share = tab.loc[p, c] / max(tab.loc[p].sum(), 1)
+                    if share >= 0.05:
+                        ax.plot([pos[-2][p], xs[c]], [y + 1, y], color="0.4", lw=0.5 + 3 * share, alpha=0.6,
+                                zorder=1)
+    ax.set_xlim(-0.2, 1.02)
+    ax.axis("off")
+    ax.set_title("How clusters split as K grows (edge width: share of the parent's cells)")
+    _save(fig, Path(path))

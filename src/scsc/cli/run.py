@@ -100,15 +100,17 @@ def pretrain(
 def cluster(
     data: Path = FILE,
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
-    n_clusters: Optional[int] = typer.Option(
-        None, "--n-clusters", "-k", min=2,
-        help="Number of clusters. Omitted: estimated by Leiden (resolution cluster.leiden_resolution) on "
-             "the pretrained embedding, and printed."),
+    n_clusters: str = typer.Option(
+        "auto", "--n-clusters", "-k",
+        help="Number of clusters: auto (estimated from the pretrained embedding: Leiden communities merged until "
+             "every pair is separated in the cell graph; the choice, runner-ups and score are printed and "
+             "plotted in k_selection.png), a number (8), or several from one pretraining: a list (6,8,10) or "
+             "a range (5:15) → obs scsc_cluster_k6, …; scsc_cluster holds the one the estimate prefers."),
     augment: Optional[str] = typer.Option(None, "--augment", help="dual | noise | graph | none | plugin."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
     head: Optional[str] = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 50)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 10)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained",
                                               help="pretrain.pt from scsc pretrain (skips pretraining)."),
     config: Optional[Path] = CONFIG,
@@ -149,11 +151,19 @@ def cluster(
     from ..errors import ScscError
     from ..outputs import check_out_dir, write_run
 
+    from ..k_selection import parse_k
+
     out = out or default_out(data)
+    try:
+        fixed_k, k_candidates = parse_k(n_clusters)
+    except ValueError as exc:
+        raise ScscError(str(exc)) from None
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
-        "components.cluster": head, "cluster.epochs": epochs, "cluster.n_clusters": n_clusters,
+        "components.cluster": head, "cluster.epochs": epochs,
         "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
+    if n_clusters.strip().lower() != "auto":  # auto keeps what a --config file says (a saved run's K)
+        cfg.cluster.n_clusters, cfg.cluster.k_candidates = fixed_k, k_candidates
     ck_path = out / ckpt.FILE_NAME
     if resume:
         ckpt.check_config(ckpt.load(ck_path), cfg, str(ck_path))  # before the data are read
@@ -177,12 +187,15 @@ def cluster(
         shutdown(ctx)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
-    if result.k_estimated and not as_json and not quiet:
-        console.print(f"estimated [bold]{result.n_clusters}[/] clusters (Leiden on the pretrained embedding)")
+    if result.k_selection is not None and not as_json and not quiet:
+        _print_k_selection(result)
     write_run(result, out, plots=plots)
     ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
     summary = {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
-               "k_estimated": result.k_estimated, "timings_s": result.timings,
+               "k_estimated": result.k_estimated,
+               **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
+               **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
+               "timings_s": result.timings,
                "minibatch": result.adata.uns["scsc"]["minibatch"],
                "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
                **({"metrics": result.metrics} if result.metrics else {})}
@@ -192,12 +205,29 @@ def cluster(
         _print_summary(summary)
 
 
+def _k_summary(sel) -> dict:
+    return {"k": sel.k, "runner_up": sel.runner_up, "threshold": sel.threshold,
+            "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())}, "reason": sel.reason}
+
+
+def _print_k_selection(result) -> None:
+    sel = result.k_selection
+    ups = ", ".join(f"{k} ({sel.scores[k]:.3f})" for k in sel.runner_up if k in sel.scores)
+    score = f"{sel.scores[sel.k]:.3f}" if sel.k in sel.scores else "n/a"
+    console.print(f"K = [bold]{result.n_clusters}[/]" + (" (given)" if not result.k_estimated else " (estimated)")
+                  + f"; estimate: K = {sel.k}, score {score} (threshold {sel.threshold:g}; lower = better "
+                  f"separated); runner-up: {ups or 'none'}")
+    console.print(f"  {sel.reason}; score against K in k_selection.png")
+
+
 def _print_summary(s: dict) -> None:
     table = Table(title=f"scsc cluster → {s['out']}", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("cells", f"{s['cells']:,}")
-    table.add_row("clusters", f"{s['n_clusters']}" + (" (estimated)" if s["k_estimated"] else ""))
+    table.add_row("clusters", f"{s['n_clusters']}" + (" (estimated)" if s["k_estimated"] else "")
+                  + (f"; every K of {', '.join(map(str, s['k_candidates']))} in scsc_cluster_k<K>"
+                     if s.get("k_candidates") else ""))
     table.add_row("sizes", ", ".join(f"{k}: {v}" for k, v in s["cluster_sizes"].items()))
     mb = s["minibatch"]
     table.add_row("training", "all cells at once" if not mb["batch_size"] else

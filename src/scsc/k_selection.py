@@ -1,0 +1,209 @@
+"""Choosing the number of clusters K without labels: over-cluster, then merge what the cell graph joins.
+
+1. Leiden (resolution ``cluster.leiden_resolution``) on the 15-NN graph of the pretrained embedding Z gives
+   a fine partition; Leiden at its default resolution splits large types into several communities.
+2. The two most connected clusters are merged, again and again, down to one cluster. The connectivity of two
+   clusters is the PAGA measure (Wolf et al., Genome Biology 2019): the weight of the graph edges between them
+   over the weight expected if edges were placed at random given the clusters' sizes and degrees. Two halves
+   of one type share many edges (about 0.3–0.5); two distinct types share almost none.
+3. Score of K: the connectivity of the most connected pair of clusters when there are K of them, i.e. of the
+   merge that would go from K to K − 1 (lower: every pair of the K clusters is better separated). The chosen K
+   is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
+   in the graph.
+
+The threshold 0.125 was chosen on the tuning collection (docs/method.md, "Estimating K"). Everything is linear
+in the number of cells: one kNN graph, Leiden, and per merge one K × K matrix of edge weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+#: Neighbours of the graph on Z (as scanpy's default neighbours for Leiden).
+N_NEIGHBORS = 15
+
+
+@dataclass
+class KSelection:
+    """The chosen K and the evidence for it.
+
+    Attributes:
+        k: the chosen number of clusters.
+        scores: K → connectivity of the most connected pair of clusters at K (lower is better separated), for
+            every K on the merge path from the Leiden partition down to 2.
+        threshold: the largest score a chosen K may have.
+        runner_up: other K values with the lowest scores (best first).
+        resolution: the Leiden resolution of the starting partition.
+        reason: one line that says why ``k`` was chosen.
+    """
+
+    k: int
+    scores: dict[int, float]
+    threshold: float
+    runner_up: list[int] = field(default_factory=list)
+    resolution: float = 1.0
+    reason: str = ""
+
+    def to_uns(self) -> dict[str, Any]:
+        """A dict of plain values and arrays for ``uns["scsc"]["k_selection"]`` (writable to h5ad)."""
+        ks = np.array(sorted(self.scores), dtype=np.int64)
+        return {"k": int(self.k), "method": "leiden_merge", "score": "max_pair_connectivity",
+                "threshold": float(self.threshold), "resolution": float(self.resolution),
+                "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
+                "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason}
+
+
+def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0) -> sp.csr_matrix:
+    """scanpy's weighted kNN graph (UMAP connectivities) of the rows of ``z`` (N × d) → symmetric N × N CSR."""
+    import anndata as ad
+    import scanpy as sc
+
+    from .numba_cache import cache_umap_kernels
+
+    cache_umap_kernels()  # scanpy's neighbours import umap-learn
+    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
+    tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
+    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed)
+    return sp.csr_matrix(tmp.obsp["connectivities"])
+
+
+def leiden(graph: sp.csr_matrix, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Leiden communities (scanpy, igraph flavour, modularity) of a weighted graph (N × N) → labels (N,)."""
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(X=np.zeros((graph.shape[0], 1), dtype=np.float32))
+    sc.tl.leiden(tmp, resolution=resolution, adjacency=graph, flavor="igraph", n_iterations=2, directed=False,
+                 random_state=seed)
+    return tmp.obs["leiden"].astype(int).to_numpy()
+
+
+def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+    """PAGA connectivity between the clusters of ``labels`` (N,) on ``graph`` (N × N) → K × K, zero diagonal.
+
+    c_ij = w_ij / ((d_i n_j + d_j n_i) / (N − 1)), w_ij the edge weight between clusters i and j, d_i the total
+    edge weight at the cells of i, n_i its size.
+    """
+    n = labels.shape[0]
+    k = int(labels.max()) + 1
+    h = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, k))
+    w = np.asarray((h.T @ graph @ h).todense(), dtype=np.float64)
+    deg = w.sum(axis=1)
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    expected = (deg[:, None] * sizes[None, :] + deg[None, :] * sizes[:, None]) / max(n - 1, 1)
+    c = np.divide(w, expected, out=np.zeros_like(w), where=expected > 0)
+    np.fill_diagonal(c, 0.0)
+    return c
+
+
+def merge_path(graph: sp.csr_matrix, labels: np.ndarray) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+    """Merge the most connected pair of clusters until two are left.
+
+    Returns K → score (the largest pairwise connectivity at K clusters) and K → labels (N,), for every K from
+    the number of clusters in ``labels`` down to 2.
+    """
+    labels = np.unique(labels, return_inverse=True)[1]
+    scores: dict[int, float] = {}
+    partitions: dict[int, np.ndarray] = {}
+    while True:
+        k = int(labels.max()) + 1
+        if k < 2:
+            break
+        c = cluster_connectivity(graph, labels)
+        np.fill_diagonal(c, -np.inf)  # a pair of two different clusters, even when none shares an edge
+        i, j = np.unravel_index(int(np.argmax(c)), c.shape)
+        scores[k] = float(c[i, j])
+        partitions[k] = labels.copy()
+        if k == 2:
+            break
+        labels = np.where(labels == max(i, j), min(i, j), labels)
+        labels = np.unique(labels, return_inverse=True)[1]
+    return scores, partitions
+
+
+def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] | None = None
+             ) -> tuple[int, list[int], str]:
+    """The chosen K, runner-ups and the reason, from K → score (see the module docstring).
+
+    ``allowed`` restricts the choice (K values without a score are never chosen unless none has one).
+    """
+    ks = sorted(k for k in scores if allowed is None or k in set(allowed))
+    if not ks:  # every allowed K lies beyond the merge path: the closest one to it
+        k = min(allowed, key=lambda a: min(abs(a - s) for s in scores)) if scores else min(allowed)
+        return int(k), [], "no allowed K on the merge path; the closest was taken"
+    passing = [k for k in ks if scores[k] <= threshold]
+    if passing:
+        k = max(passing)
+        reason = (f"largest K whose most connected pair of clusters has connectivity "
+                  f"{scores[k]:.3f} ≤ {threshold:g}")
+    else:
+        k = min(ks, key=lambda a: (scores[a], a))
+        reason = f"no K has connectivity ≤ {threshold:g}; K with the lowest connectivity ({scores[k]:.3f})"
+    runner_up = [a for a in sorted(ks, key=lambda a: (scores[a], -a)) if a != k][:3]
+    return int(k), runner_up, reason
+
+
+def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
+             allowed: Sequence[int] | None = None) -> KSelection:
+    """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
+
+    ``allowed`` (candidate K values) restricts the choice; when its largest value exceeds the Leiden count,
+    the resolution is doubled (up to 4 times) so that the merge path reaches it.
+    """
+    graph = knn_connectivities(z, seed=seed)
+    res = resolution
+    labels = leiden(graph, res, seed)
+    target = max(allowed) if allowed else 0
+    for _ in range(4):
+        if labels.max() + 1 >= target:
+            break
+        res *= 2
+        labels = leiden(graph, res, seed)
+    scores, _ = merge_path(graph, labels)
+    if not scores:  # Leiden found a single community: nothing supports a split
+        k = 2 if not allowed else min(allowed)
+        return KSelection(k=k, scores={}, threshold=threshold, resolution=res,
+                          reason="Leiden found a single community")
+    k, runner_up, reason = choose_k(scores, threshold, allowed)
+    return KSelection(k=k, scores=scores, threshold=threshold, runner_up=runner_up, resolution=res,
+                      reason=reason)
+
+
+def parse_k(text: str | int | Sequence[int] | None) -> tuple[int | None, list[int]]:
+    """``--n-clusters`` → (fixed K or None, candidate K values).
+
+    ``auto`` or None: (None, []); ``8``: (8, []); ``6,8,10``: (None, [6, 8, 10]); ``5:15``: (None, [5, …, 15]).
+    Raises ValueError with a message for anything else, or any K below 2.
+    """
+    if text is None:
+        return None, []
+    if isinstance(text, (int, np.integer)):
+        ks: list[int] = [int(text)]
+        single = True
+    elif isinstance(text, str):
+        t = text.strip().lower()
+        if t in {"", "auto"}:
+            return None, []
+        try:
+            if ":" in t:
+                lo, hi = (int(v) for v in t.split(":"))
+                if hi < lo:
+                    raise ValueError
+                ks, single = list(range(lo, hi + 1)), False
+            elif "," in t:
+                ks, single = sorted({int(v) for v in t.split(",") if v.strip()}), False
+            else:
+                ks, single = [int(t)], True
+        except ValueError:
+            raise ValueError(f"--n-clusters {text!r}: expected auto, a number (8), a list (6,8,10) or a "
+                             "range (5:15)") from None
+    else:
+        ks, single = sorted({int(v) for v in text}), False
+    if not ks or min(ks) < 2:
+        raise ValueError(f"--n-clusters {text!r}: every number of clusters must be at least 2")
+    return (ks[0], []) if single else (None, ks)

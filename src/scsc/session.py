@@ -1,0 +1,303 @@
+"""One clustering run as an object whose steps read top to bottom.
+
+    session = RunSession(adata, config, ...)
+    session.prepare()        # METHOD §1–2: preprocess, kNN graph, minibatch plan
+    session.pretrain()       # METHOD §7: the three pretraining stages (or a pretrained checkpoint)
+    session.choose_k()       # the given K, or the estimate of scsc/k_selection.py
+    session.train()          # initialise the head (KMeans), then the clustering stage; final labels
+    session.other_k()        # every further candidate K, from the same pretraining
+    result = session.result()
+
+:func:`scsc.api.run` is exactly this sequence. A resumed run (``checkpoint`` + ``resume``) skips what the saved
+run had finished and continues from its state; the result then equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import Checkpointer, restore_rng, rng_state
+from .config import RunConfig
+from .data.batches import BatchPlan
+from .data.io import LABEL_KEY
+from .distributed import Context
+from .errors import ConfigError, InputError
+from .evaluate import score
+from .k_selection import KSelection, select_k
+from .plugins import Registry
+from .train import Reporter, embed_cells, pretrained_embedding, seed_everything, train_clustering
+from .train import pretrain as pretrain_stages
+
+
+class RunSession:
+    """The state of one run (data, model, RNG, checkpoints, distributed context) and its steps.
+
+    Args mirror :func:`scsc.api.run`; ``config`` is the effective :class:`RunConfig` (already merged).
+    """
+
+    def __init__(self, adata: ad.AnnData, config: RunConfig, *, pretrained: dict | str | Path | None = None,
+                 reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
+                 checkpoint: str | Path | None = None, checkpoint_every: int = 10, resume: bool = False,
+                 context: Context | None = None):
+        from .api import check_device
+
+        self.adata, self.cfg, self.source = adata, config, source
+        self.pretrained, self.reporter, self.registry = pretrained, reporter, registry
+        self.ctx = context or Context()
+        check_device(config.device)
+        c = config.cluster
+        for k in ([c.n_clusters] if c.n_clusters is not None else []) + list(c.k_candidates):
+            if k < 2:
+                raise ConfigError("n_clusters must be at least 2")
+        if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
+            raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
+                              f"{list(c.k_candidates)}")
+        # Before any work: a missing checkpoint or a changed config is refused at once.
+        self.ck = Checkpointer(checkpoint, checkpoint_every if self.ctx.is_main else 0, config, resume=resume)
+        if pretrained is not None and self.ck.resumed_stage is not None and not self.ck.past_pretraining:
+            raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
+                              "checkpoint")
+        self.timings = self.ck.timings
+        self.history = self.ck.history  # the loops append here, so every checkpoint holds the history so far
+        self.k: int | None = None
+        self.selection: KSelection | None = None
+        self.labels: np.ndarray | None = None
+        self.z: torch.Tensor | None = None
+        self.init_labels: np.ndarray | None = None
+        self.extra: dict[int, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ steps
+    def prepare(self) -> None:
+        """Preprocess, build the graph and the minibatch plan; seed and build the model."""
+        from .api import _build_model, _fingerprint, plan, prepare
+
+        cfg, ctx = self.cfg, self.ctx
+        self.timings.start("total")
+        self.timings.start("preprocess_graph")
+        self.prepared, self.data = prepare(self.adata, cfg, self.source)
+        n = self.data.n_cells
+        too_many = [k for k in [cfg.cluster.n_clusters, *cfg.cluster.k_candidates] if k is not None and k > n]
+        if too_many:
+            raise ConfigError(f"n_clusters={max(too_many)} exceeds the {n} cells")
+        self.batches: BatchPlan | None = plan(self.data, cfg)
+        if ctx.active and self.batches is None:
+            raise ConfigError(f"distributed training runs on minibatches, and {n:,} cells are trained full batch "
+                              "by default; pass --batch-size (minibatch.batch_size) below that")
+        self.timings.stop("preprocess_graph")
+        self.generator = seed_everything(cfg.seed)
+        self.model = _build_model(cfg, self.prepared, self.registry)
+        self.fingerprint = _fingerprint(self.prepared)
+        self.ck.attach(self.model, self.generator, self.fingerprint)
+
+    def pretrain(self) -> None:
+        """The three pretraining stages, a saved run's pretraining, or the weights of ``pretrained``."""
+        from .api import _check_fingerprint, _state_copy, load_checkpoint, versions
+
+        ck, model, cfg = self.ck, self.model, self.cfg
+        self.timings.start("pretrain")
+        if ck.past_pretraining:
+            record = {"history": [row for row in self.history if row["stage"].startswith("pretrain")]}
+            if ck.pretrained_state is not None:
+                record["encoder"] = ck.pretrained_state["encoder"]
+        elif self.pretrained is None:
+            ck.restore()  # a no-op unless the run stopped during pretraining
+            record = {"history": list(pretrain_stages(model, self.data, cfg, self.generator, self.reporter,
+                                                      history=self.history, checkpoint=ck,
+                                                      batches=self.batches, context=self.ctx))}
+        else:
+            where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
+            record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
+            _check_fingerprint(record["fingerprint"], self.prepared, where)
+            try:
+                model.encoder.load_state_dict(record["encoder"])
+            except RuntimeError:
+                raise InputError(f"{where}: checkpoint does not match the encoder "
+                                 f"{cfg.components.encoder!r} with these model sizes") from None
+            self.history += record.get("history", [])
+        if self.pretrained is None or ck.past_pretraining:
+            # A copy: state_dict() shares storage with the weights, which the clustering stage goes on to change.
+            record.setdefault("encoder", _state_copy(model.encoder))
+            record.update(config=cfg.to_dict(), fingerprint=self.fingerprint, versions=versions())
+        self.record = record
+        self.timings.stop("pretrain")
+
+    def choose_k(self) -> None:
+        """Prepare the augmenter on the pretrained embedding; K given, or estimated on it (rank 0, broadcast)."""
+        from .api import _state_copy
+
+        ck, model, c = self.ck, self.model, self.cfg.cluster
+        self.timings.start("init")
+        if ck.past_pretraining:
+            # Saved: rebuild the augmenter's views from the same embedding; train() restores the trained state.
+            model.augment.prepare(self.data, ck.z_pre)
+            self.k, self.selection = ck.k, ck.k_selection
+            self.start_state = ck.pretrained_state
+            return
+        self.z_pre = pretrained_embedding(model, self.data, self.batches).cpu().numpy()
+        model.augment.prepare(self.data, self.z_pre)
+        # The state every K's clustering stage starts from (other_k() returns to it).
+        self.start_state = {"encoder": _state_copy(model.encoder), "fusion": _state_copy(model.fusion),
+                            "rng": rng_state(self.generator)}
+        if c.n_clusters is not None:
+            self.k = c.n_clusters
+            if c.k_candidates:
+                self.selection = self._estimate()
+        else:
+            self.selection = self._estimate()
+            self.k = self.selection.k
+        # The estimate must not move the training's random streams: fixed and estimated K train alike.
+        restore_rng(self.start_state["rng"], self.generator)
+        ck.z_pre, ck.k, ck.k_selection, ck.pretrained_state = self.z_pre, int(self.k), self.selection, \
+            self.start_state
+
+    def _estimate(self) -> KSelection:
+        c = self.cfg.cluster
+        allowed = list(c.k_candidates) or None
+        mine = select_k(self.z_pre, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed) \
+            if self.ctx.is_main else None
+        return self.ctx.broadcast(mine)
+
+    def train(self) -> None:
+        """Initialise the head at K (KMeans), run the clustering stage, predict the final labels."""
+        ck = self.ck
+        if ck.past_pretraining:
+            self.init_labels = ck.init_labels
+            ck.restore()
+        else:
+            self.init_labels = self._init_head(self.k)
+            ck.init_labels = self.init_labels
+        self.timings.stop("init")
+        self.timings.start("cluster")
+        self.z, self.labels = self._cluster_stage(self.k, ck)
+        self.timings.stop("cluster")
+
+    def other_k(self) -> None:
+        """Cluster every other candidate K from the pretraining's end state (the result a run at that K gives)."""
+        from .checkpoint import disabled
+
+        ks = [k for k in self.cfg.cluster.k_candidates if k != self.k]
+        if not ks:
+            return
+        if self.start_state is None:
+            raise ConfigError("the checkpoint holds no pretrained state to cluster the other candidate K from")
+        end = {"encoder": self.model.encoder.state_dict(), "fusion": self.model.fusion.state_dict()}
+        end = {name: {k: v.clone() for k, v in part.items()} for name, part in end.items()}
+        head_end = self._head_copy()
+        self.timings.start("other_k")
+        for k in ks:
+            self.model.encoder.load_state_dict(self.start_state["encoder"])
+            self.model.fusion.load_state_dict(self.start_state["fusion"])
+            restore_rng(self.start_state["rng"], self.generator)
+            self._init_head(k)
+            _, self.extra[k] = self._cluster_stage(k, disabled(), history=[])
+        self.timings.stop("other_k")
+        self.model.encoder.load_state_dict(end["encoder"])
+        self.model.fusion.load_state_dict(end["fusion"])
+        self._restore_head(head_end)
+        self.extra[self.k] = self.labels
+
+    # ------------------------------------------------------------------ pieces
+    def _init_head(self, k: int) -> np.ndarray:
+        """``head.init(Z, k)`` (KMeans on Z, N × d) → initial labels (N,); under several ranks on rank 0, broadcast."""
+        from .checkpoint import head_state, restore_head
+
+        head, ctx = self.model.head, self.ctx
+        z = embed_cells(self.model, self.data, self.batches)
+        if not ctx.active:
+            return head.init(z, k)
+        labels = head.init(z, k) if ctx.is_main else None
+        labels, state = ctx.broadcast((labels, head_state(head) if ctx.is_main else None))
+        if not ctx.is_main:
+            restore_head(head, state, z.device)
+        return labels
+
+    def _cluster_stage(self, k: int, ck: Checkpointer, history: list[dict] | None = None
+                       ) -> tuple[torch.Tensor, np.ndarray]:
+        """Warm-up (optional) and clustering epochs from the initialised head → (Z (N × d), labels (N,))."""
+        cfg, ctx, model, data, batches = self.cfg, self.ctx, self.model, self.data, self.batches
+        history = self.history if history is None else history
+        epochs = cfg.cluster.epochs
+        warmup = max(0, min(cfg.cluster.warmup_epochs, epochs))
+        if warmup > 0:
+            stage = ck.stage("cluster_warmup")
+            first = stage.first_epoch(0, warmup)
+            if first < warmup:
+                train_clustering(model, data, cfg, self.generator, self.reporter, epochs=warmup - first,
+                                 start_epoch=first, exclude=frozenset({"clu"}), stage="cluster: warm-up",
+                                 history=history, checkpoint=stage, batches=batches, stream="cluster_warmup",
+                                 context=ctx)
+            if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
+                self._init_head(k)
+        stage = ck.stage("cluster")
+        first = stage.first_epoch(warmup, epochs)
+        if first < epochs:
+            train_clustering(model, data, cfg, self.generator, self.reporter, epochs=epochs - first,
+                             start_epoch=first, history=history, checkpoint=stage, batches=batches, context=ctx)
+        z = embed_cells(model, data, batches)
+        labels = model.head.predict(z)
+        ctx.check_same(labels)
+        return z, labels
+
+    def _head_copy(self) -> dict[str, Any]:
+        from .checkpoint import head_state
+
+        return head_state(self.model.head)
+
+    def _restore_head(self, state: dict[str, Any]) -> None:
+        from .checkpoint import restore_head
+
+        restore_head(self.model.head, state, self.cfg.device)
+
+    # ------------------------------------------------------------------ outputs
+    def result(self, keep_checkpoint: bool = False):
+        """The :class:`~scsc.api.RunResult`: the kept cells' AnnData with embedding, labels and metadata."""
+        from .api import RunResult, _batch_summary, versions
+
+        self.timings.stop("total")
+        if not keep_checkpoint and self.ctx.is_main:
+            self.ck.remove()
+        k, labels, cfg = int(self.k), self.labels, self.cfg
+        out = self.prepared.adata
+        emb = self.z.cpu().numpy()
+        out.obsm["X_scsc"] = emb
+        out.obs["scsc_cluster"] = _categorical(labels, k)
+        out.obs["scsc_pretrain_kmeans"] = pd.Categorical(self.init_labels.astype(str))
+        for kk in sorted(self.extra):
+            out.obs[f"scsc_cluster_k{kk}"] = _categorical(self.extra[kk], kk)
+        metrics = None
+        if LABEL_KEY in out.obs:
+            truth = out.obs[LABEL_KEY].to_numpy()
+            metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, self.init_labels)}
+            metrics.update({f"scsc_k{kk}": score(truth, lab) for kk, lab in sorted(self.extra.items())
+                            if kk != k})
+        saved_cfg = cfg.copy()
+        saved_cfg.cluster.n_clusters = k
+        timings = dict(self.timings)
+        k_estimated = cfg.cluster.n_clusters is None
+        out.uns["scsc"] = {
+            "config": saved_cfg.to_toml(),
+            "versions": versions(),
+            "n_clusters": k,
+            "k_estimated": bool(k_estimated),
+            "timings": {key: float(v) for key, v in timings.items()},
+            "cells_removed": int((~self.prepared.cell_mask).sum()),
+            "minibatch": _batch_summary(self.batches, self.data),
+            **({"k_selection": self.selection.to_uns()} if self.selection is not None else {}),
+            **({"metrics": metrics} if metrics else {}),
+        }
+        return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(self.history),
+                         n_clusters=k, k_estimated=k_estimated, metrics=metrics, timings=timings,
+                         model=self.model, checkpoint=self.record, k_selection=self.selection,
+                         other_k={kk: v for kk, v in self.extra.items() if kk != k})
+
+
+def _categorical(labels: np.ndarray, k: int) -> pd.Categorical:
+    """Labels (N,) in 0 … k−1 → categorical strings, categories in numeric order (empty clusters left out)."""
+    present = set(labels.tolist())
+    return pd.Categorical(labels.astype(str), categories=[str(i) for i in range(k) if i in present])

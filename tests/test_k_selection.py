@@ -1,0 +1,165 @@
+"""Choosing K without labels (scsc/k_selection.py), candidate K values from one run, and their outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scsc
+from scsc.config import RunConfig
+from scsc.data.io import write_h5_counts
+from scsc.errors import ConfigError
+from scsc.k_selection import choose_k, cluster_connectivity, merge_path, parse_k, select_k
+
+FAST = ["pretrain.ae_epochs=5", "pretrain.gae_epochs=5", "pretrain.joint_epochs=5", "cluster.epochs=4"]
+
+
+def blobs(k: int, per: int = 80, d: int = 10, sep: float = 12.0, seed: int = 0) -> np.ndarray:
+    """``k`` well-separated Gaussian blobs in d dimensions, ``per`` points each: (k·per) × d."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=sep, size=(k, d))
+    return np.vstack([c + rng.normal(size=(per, d)) for c in centers]).astype(np.float32)
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, (None, [])), ("auto", (None, [])), ("AUTO", (None, [])), ("8", (8, [])), (8, (8, [])),
+    ("6,8,10", (None, [6, 8, 10])), ("10, 6", (None, [6, 10])), ("5:8", (None, [5, 6, 7, 8])),
+    ([4, 3, 4], (None, [3, 4])), (range(3, 5), (None, [3, 4])),
+])
+def test_parse_k(text, expected):
+    assert parse_k(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1", "0,4", "x", "8:5", "3:", "2.5", "1:4"])
+def test_parse_k_refuses_with_a_message(text):
+    with pytest.raises(ValueError, match="--n-clusters"):
+        parse_k(text)
+
+
+def test_connectivity_counts_edges_between_clusters_against_chance():
+    # Two triangles joined by one edge: the clusters share 1 of 7 edges.
+    a = sp.csr_matrix(np.array([[0, 1, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 1, 0, 1, 0, 0],
+                                [0, 0, 1, 0, 1, 1], [0, 0, 0, 1, 0, 1], [0, 0, 0, 1, 1, 0]], dtype=float))
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    c = cluster_connectivity(a, labels)
+    # w_01 = 1; d_0 = d_1 = 7 (twice the 3 inner edges plus the shared one); expected = (7·3 + 7·3) / 5.
+    assert c[0, 1] == pytest.approx(1 / (42 / 5)) and c[1, 0] == c[0, 1] and c[0, 0] == 0
+    # A split that cuts the graph where it is dense is far more connected than the true split.
+    assert cluster_connectivity(a, np.array([0, 1, 0, 1, 0, 1]))[0, 1] > 3 * c[0, 1]
+
+
+def test_merge_path_ends_at_two_even_without_shared_edges():
+    a = sp.block_diag([np.ones((3, 3)) - np.eye(3)] * 4, format="csr")  # four disconnected triangles
+    scores, parts = merge_path(a, np.repeat(np.arange(4), 3))
+    assert sorted(scores) == [2, 3, 4] and all(v == 0 for v in scores.values())
+    assert all(len(np.unique(parts[k])) == k for k in scores)
+
+
+def test_choose_k_takes_the_largest_separated_k_and_reports_runners_up():
+    scores = {8: 0.40, 7: 0.30, 6: 0.10, 5: 0.05, 4: 0.20, 3: 0.01, 2: 0.0}
+    k, ups, reason = choose_k(scores, threshold=0.125)
+    assert k == 6 and "0.100" in reason
+    assert ups[:2] == [2, 3] and 6 not in ups
+    assert choose_k(scores, 0.125, allowed=[7, 8])[0] == 7  # nothing passes: the least connected allowed K
+    assert choose_k({5: 0.5, 4: 0.6}, 0.125)[0] == 5
+
+
+@pytest.mark.parametrize("k", [3, 5, 8])
+def test_select_k_finds_well_separated_blobs(k):
+    sel = select_k(blobs(k), seed=0)
+    assert sel.k == k, sel.scores
+    uns = sel.to_uns()
+    assert uns["k"] == k and len(uns["k_values"]) == len(uns["scores"]) and uns["threshold"] == 0.125
+
+
+def test_select_k_within_candidates_reaches_beyond_the_leiden_count():
+    sel = select_k(blobs(3), seed=0, allowed=[6, 7])
+    assert sel.k in (6, 7) and max(sel.scores) >= 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("types", [4, 6, 10])
+def test_planted_k_is_found_with_the_default_config(types):
+    """The default pipeline on ``scsc simulate --types T`` data estimates exactly T (docs/benchmarks.md)."""
+    adata = scsc.simulate(n_cells=2000, n_types=types, seed=0).to_anndata()
+    r = scsc.run(adata, seed=0)
+    assert r.k_estimated and r.n_clusters == types, r.k_selection
+
+
+@pytest.mark.parametrize("types", [4, 6])
+def test_planted_k_is_found_on_a_small_simulation(types):
+    adata = scsc.simulate(n_cells=600, n_types=types, n_genes=600, seed=1).to_anndata()
+    r = scsc.run(adata, seed=0, config=RunConfig().override(["pretrain.ae_epochs=30", "cluster.epochs=2"]))
+    assert r.n_clusters == types, r.k_selection.scores
+    assert r.adata.uns["scsc"]["k_selection"]["k"] == types
+
+
+@pytest.fixture(scope="module")
+def sim4():
+    return scsc.simulate(n_cells=300, n_types=4, n_genes=400, seed=3).to_anndata()
+
+
+def test_candidates_equal_runs_at_each_k(sim4):
+    cfg = RunConfig().override(FAST)
+    multi = scsc.run(sim4, n_clusters="3:5", config=cfg, seed=2)
+    assert {f"scsc_cluster_k{k}" for k in (3, 4, 5)} <= set(multi.adata.obs)
+    assert multi.n_clusters in (3, 4, 5) and multi.k_selection is not None
+    assert sorted(multi.other_k) == sorted({3, 4, 5} - {multi.n_clusters})
+    for k in (3, 4, 5):
+        single = scsc.run(sim4, n_clusters=k, config=cfg, seed=2)
+        got = multi.labels if k == multi.n_clusters else multi.other_k[k]
+        assert np.array_equal(got, single.labels), k
+        assert np.array_equal(multi.adata.obs[f"scsc_cluster_k{k}"].astype(int).to_numpy(), single.labels)
+        if k == multi.n_clusters:
+            assert np.array_equal(multi.embedding, single.embedding)
+
+
+def test_estimated_k_trains_exactly_as_the_same_k_given(sim4):
+    cfg = RunConfig().override(FAST)
+    est = scsc.run(sim4, config=cfg, seed=1)
+    given = scsc.run(sim4, n_clusters=est.n_clusters, config=cfg, seed=1)
+    assert np.array_equal(est.labels, given.labels) and np.array_equal(est.embedding, given.embedding)
+    assert est.k_estimated and not given.k_estimated and given.k_selection is None
+
+
+def test_n_clusters_outside_candidates_is_refused(sim4):
+    with pytest.raises(ConfigError, match="k_candidates"):
+        scsc.run(sim4, config=RunConfig().override(FAST + ["cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"]))
+    with pytest.raises(ConfigError, match="--n-clusters"):
+        scsc.run(sim4, n_clusters="1:3", config=RunConfig().override(FAST))
+
+
+def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner, cli_app, sim4):
+    data = tmp_path / "sim.h5"
+    counts = sp.csr_matrix(sim4.X)
+    write_h5_counts(data, counts, sim4.obs["label"].astype(str).to_numpy().astype("S"), list(sim4.var_names))
+    cfg = tmp_path / "fast.toml"
+    RunConfig().override(FAST).save(cfg)
+    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "auto"), "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    assert "(estimated)" in res.stdout and "runner-up" in res.stdout and "threshold" in res.stdout
+    assert (tmp_path / "auto" / "k_selection.png").stat().st_size > 0
+    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "multi"), "--config", str(cfg),
+                                  "-k", "3,5", "--json", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["n_clusters"] in (3, 5) and summary["k_candidates"] == [3, 5]
+    assert summary["k_selection"]["k"] == summary["n_clusters"]
+    import anndata as ad
+
+    out = ad.read_h5ad(tmp_path / "multi" / "result.h5ad")
+    assert {"scsc_cluster_k3", "scsc_cluster_k5"} <= set(out.obs)
+    assert set(out.uns["scsc"]["k_selection"]["k_values"]) >= {3, 5}
+    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "tree"), "--config", str(cfg),
+                                  "-k", "3,4", "-q"])
+    assert res.exit_code == 0 and (tmp_path / "tree" / "k_tree.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("value", ["1", "many", "7:3"])
+def test_cli_refuses_bad_n_clusters(tmp_path, runner, cli_app, small_h5, value):
+    res = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(tmp_path / "r"), "-k", value])
+    assert res.exit_code == 2 and "--n-clusters" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists()
