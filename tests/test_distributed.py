@@ -68,3 +68,54 @@ def test_distributed_flag_without_torchrun_is_a_plain_run(runner, cli_app, data_
     result = runner.invoke(cli_app, [*_cluster_args(data_file, out), "--distributed"])
     assert result.exit_code == 0, result.output
     assert (out / "clusters.csv").exists()
+
+
+def test_distributed_batch_size_gives_every_rank_a_batch():
+    from scsc.config import MinibatchConfig
+    from scsc.data.batches import distributed_batch_size
+
+    cfg = MinibatchConfig()
+    assert distributed_batch_size(cfg, 3000, 2) == 1500
+    assert distributed_batch_size(cfg, 3001, 4) == 751
+    assert distributed_batch_size(cfg, 19_000, 2) == cfg.auto_batch_size
+
+
+def test_two_ranks_choose_batches_and_train_zinb_over_hundreds_of_cells(tmp_path):
+    """No --batch-size: the run picks batches itself (one per rank) and says so once; with 900 cells a batch
+    holds 450, so the ZINB term runs in chunks (under DDP it used to stop at the first clustering epoch)."""
+    sim = scsc.simulate(n_cells=900, n_types=3, n_genes=300, seed=2)
+    path = tmp_path / "sim900.h5"
+    write_h5_counts(path, sim.counts, sim.labels.astype("S"), sim.genes)
+    sets = [x for s in SETS[:-1] + ["model.ae_hidden=[32, 64]", "cluster.epochs=3"] for x in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
+           "cluster", str(path), "--out", str(tmp_path / "ddp"), "-k", "3", "--no-plots", *sets, "--distributed"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("batches of 450 of the 900 cells") == 1  # rank 0 only
+    a = pd.read_csv(tmp_path / "ddp" / "clusters.csv")
+    assert adjusted_rand_score(a.label, a.cluster) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cells", [3000, 30_000])
+def test_default_config_under_two_ranks_agrees_with_one_process(tmp_path, cells):
+    """The issue's command as written: default config, no --batch-size, two gloo ranks; compared with a
+    single-process run on the same batches (ARI ≥ 0.9)."""
+    from scsc.config import MinibatchConfig
+    from scsc.data.batches import distributed_batch_size
+
+    path = tmp_path / "sim.h5ad"
+    scsc.write_h5ad(scsc.simulate(n_cells=cells, n_types=6, seed=0).to_anndata(), path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
+           "cluster", str(path), "--out", str(tmp_path / "ddp"), "--n-clusters", "6", "--no-plots", "--distributed"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    size = distributed_batch_size(MinibatchConfig(), cells, 2) if cells <= 20_000 else 8192
+    single = subprocess.run([sys.executable, "-m", "scsc", "cluster", str(path), "--out", str(tmp_path / "one"),
+                             "--n-clusters", "6", "--no-plots", "-q", "--batch-size", str(size)], env=env,
+                            capture_output=True, text=True, timeout=3600, check=False)
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = pd.read_csv(tmp_path / "ddp" / "clusters.csv"), pd.read_csv(tmp_path / "one" / "clusters.csv")
+    assert adjusted_rand_score(a.cluster, b.cluster) >= 0.9

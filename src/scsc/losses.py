@@ -117,10 +117,14 @@ def zinb_nll_chunked(params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], 
     # The reentrant form runs the forward pass without saving anything (the non-reentrant form kept every
     # chunk's intermediates alive until backward here); it needs an input that requires grad.
     grad = torch.is_grad_enabled() and hidden.requires_grad
+    # DistributedDataParallel counts each weight's gradient once per step; the reentrant form runs a second
+    # backward per chunk and DDP then refuses the step ("mark a variable ready only once"). Under DDP the ZINB
+    # term sees at most loss.zinb_cells cells, so the non-reentrant form's memory stays small.
+    reentrant = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     total = hidden.new_zeros(())
     for i in range(0, n, chunk):
         args = (hidden[i:i + chunk], counts[i:i + chunk], size_factors[i:i + chunk])
-        total = total + (checkpoint(chunk_sum, *args, use_reentrant=True) if grad else chunk_sum(*args))
+        total = total + (checkpoint(chunk_sum, *args, use_reentrant=reentrant) if grad else chunk_sum(*args))
     return total / n
 
 

@@ -24,7 +24,7 @@ import torch
 
 from .checkpoint import Checkpointer, restore_rng, rng_state
 from .config import RunConfig
-from .data.batches import BatchPlan
+from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
 from .distributed import Context
 from .errors import ConfigError, InputError
@@ -70,6 +70,7 @@ class RunSession:
         self.labels: np.ndarray | None = None
         self.z: torch.Tensor | None = None
         self.init_labels: np.ndarray | None = None
+        self.z_start: torch.Tensor | None = None  # Z at the start of the clustering stage (fresh runs)
         self.extra: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ steps
@@ -87,8 +88,16 @@ class RunSession:
             raise ConfigError(f"n_clusters={max(too_many)} exceeds the {n} cells")
         self.batches: BatchPlan | None = plan(self.data, cfg)
         if ctx.active and self.batches is None:
-            raise ConfigError(f"distributed training runs on minibatches, and {n:,} cells are trained full batch "
-                              "by default; pass --batch-size (minibatch.batch_size) below that")
+            if cfg.minibatch.batch_size is not None:  # the user asked for full batch
+                raise ConfigError(f"distributed training runs on minibatches, and --batch-size "
+                                  f"{cfg.minibatch.batch_size} trains all {n:,} cells at once; pass a smaller one")
+            # Asking for several ranks is asking for minibatches: a size that gives every rank a batch.
+            size = distributed_batch_size(cfg.minibatch, n, ctx.world)
+            self.batches = plan_batches(self.data.x.cpu().numpy(), self.data.knn, cfg.minibatch, size,
+                                        seed=cfg.seed)
+            if ctx.is_main:
+                self._note(f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
+                           "(set --batch-size to choose)")
         self.timings.stop("preprocess_graph")
         self.generator = seed_everything(cfg.seed)
         self.model = _build_model(cfg, self.prepared, self.registry)
@@ -141,6 +150,8 @@ class RunSession:
             return
         self.z_pre = pretrained_embedding(model, self.data, self.batches).cpu().numpy()
         model.augment.prepare(self.data, self.z_pre)
+        # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
+        self.z_start = embed_cells(model, self.data, self.batches)
         # The state every K's clustering stage starts from (other_k() returns to it).
         self.start_state = {"encoder": _state_copy(model.encoder), "fusion": _state_copy(model.fusion),
                             "rng": rng_state(self.generator)}
@@ -159,8 +170,8 @@ class RunSession:
     def _estimate(self) -> KSelection:
         c = self.cfg.cluster
         allowed = list(c.k_candidates) or None
-        mine = select_k(self.z_pre, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed) \
-            if self.ctx.is_main else None
+        z = self.z_start.cpu().numpy()
+        mine = select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed) if self.ctx.is_main else None
         return self.ctx.broadcast(mine)
 
     def train(self) -> None:
@@ -170,7 +181,7 @@ class RunSession:
             self.init_labels = ck.init_labels
             ck.restore()
         else:
-            self.init_labels = self._init_head(self.k)
+            self.init_labels = self._init_head(self.k, self.z_start)
             ck.init_labels = self.init_labels
         self.timings.stop("init")
         self.timings.start("cluster")
@@ -194,7 +205,7 @@ class RunSession:
             self.model.encoder.load_state_dict(self.start_state["encoder"])
             self.model.fusion.load_state_dict(self.start_state["fusion"])
             restore_rng(self.start_state["rng"], self.generator)
-            self._init_head(k)
+            self._init_head(k, self.z_start)
             _, self.extra[k] = self._cluster_stage(k, disabled(), history=[])
         self.timings.stop("other_k")
         self.model.encoder.load_state_dict(end["encoder"])
@@ -203,12 +214,19 @@ class RunSession:
         self.extra[self.k] = self.labels
 
     # ------------------------------------------------------------------ pieces
-    def _init_head(self, k: int) -> np.ndarray:
-        """``head.init(Z, k)`` (KMeans on Z, N × d) → initial labels (N,); under several ranks on rank 0, broadcast."""
+    def _note(self, message: str) -> None:
+        """A one-line notice through the reporter (the CLI prints it; a silent run drops it)."""
+        note = getattr(self.reporter, "note", None)
+        if note is not None:
+            note(message)
+
+    def _init_head(self, k: int, z: torch.Tensor | None = None) -> np.ndarray:
+        """``head.init(Z, k)`` (KMeans on Z, N × d; the current embedding unless given) → initial labels (N,);
+        under several ranks on rank 0, broadcast."""
         from .checkpoint import head_state, restore_head
 
         head, ctx = self.model.head, self.ctx
-        z = embed_cells(self.model, self.data, self.batches)
+        z = embed_cells(self.model, self.data, self.batches) if z is None else z
         if not ctx.active:
             return head.init(z, k)
         labels = head.init(z, k) if ctx.is_main else None

@@ -25,6 +25,7 @@ class RichReporter:
             transient=False,
         )
         self.tasks: dict[str, int] = {}
+        self.enabled = enabled
 
     def __enter__(self) -> RichReporter:
         self.progress.start()
@@ -35,6 +36,11 @@ class RichReporter:
 
     def start(self, stage: str, total: int) -> None:
         self.tasks[stage] = self.progress.add_task(stage, total=total, terms="")
+
+    def note(self, message: str) -> None:
+        """Print one line above the bars (shown even when the bars are off, unless --quiet)."""
+        if self.enabled:
+            self.progress.console.print(message)
 
     def advance(self, stage: str, terms: dict[str, float]) -> None:
         shown = " ".join(f"{k}={v:.3g}" for k, v in terms.items() if k in SHOWN)

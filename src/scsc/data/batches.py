@@ -37,6 +37,15 @@ def resolve_batch_size(config: MinibatchConfig, n_cells: int) -> int:
     return 0 if size <= 0 or size >= n_cells else int(size)
 
 
+def distributed_batch_size(config: MinibatchConfig, n_cells: int, world: int) -> int:
+    """The batch size of a data-parallel run of ``world`` ranks whose config asks for no batches.
+
+    ``auto_batch_size``, but small enough that a round of batches gives every rank at least one:
+    min(auto_batch_size, ⌈n_cells / world⌉).
+    """
+    return int(max(1, min(config.auto_batch_size, -(-n_cells // max(1, world)))))
+
+
 @dataclass
 class BatchPlan:
     """Coarse parts of the cells and the rules that group them into batches.
