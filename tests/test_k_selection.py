@@ -75,6 +75,13 @@ def test_select_k_finds_well_separated_blobs(k):
     assert uns["k"] == k and len(uns["k_values"]) == len(uns["scores"]) and uns["threshold"] == 0.125
 
 
+def test_large_data_is_scored_on_subsamples_of_the_calibrated_size():
+    sel = select_k(blobs(4, per=1500), seed=0)
+    assert sel.k == 4 and "subsamples of 2,000 cells" in sel.reason
+    small = select_k(blobs(4, per=1500), seed=0, max_cells=10_000)
+    assert small.k == 4 and "subsamples" not in small.reason
+
+
 def test_select_k_within_candidates_reaches_beyond_the_leiden_count():
     sel = select_k(blobs(3), seed=0, allowed=[6, 7])
     assert sel.k in (6, 7) and max(sel.scores) >= 7
