@@ -16,7 +16,8 @@ from .progress import RichReporter
 CONFIG = typer.Option(None, "--config", "-c", help="Run configuration (TOML); options below override it.")
 SET = typer.Option(None, "--set", help="Override any config value: section.key=value (repeatable), "
                    "e.g. --set loss.zinb=0 --set graph.k=15.")
-SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, same machine → same labels.")
+SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, machine and thread count → same "
+                    "labels, also while other processes share the cores.")
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default cpu).")
 LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised, not counts (disables ZINB).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
@@ -140,9 +141,10 @@ def cluster(
 ) -> None:
     """Cluster cells: pretrain (unless --pretrained), augment, fuse, train the clustering head.
 
-    Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster, uns scsc; opens in scanpy),
-    clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, and metrics.json when the input
-    has true labels (read only to score the final result). While it trains, checkpoint.pt holds the state
+    Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster[_k<K>], uns scsc; opens in scanpy),
+    clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, k_selection.png (K estimated),
+    k_tree.png (several K), and metrics.json when the input has true labels (read only to score the
+    final result). While it trains, checkpoint.pt holds the state
     to continue from with --resume after an interruption; it is removed once the results are written.
     """
     from .. import checkpoint as ckpt
