@@ -8,6 +8,11 @@ nothing in ``--out``.
 from __future__ import annotations
 
 import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -310,3 +315,47 @@ def test_log_normalized_flag_reaches_the_config():
     cfg = build_config(None, None, **{"preprocess.log_normalized": True})
     assert cfg.preprocess.log_normalized is True
     assert build_config(None, None, **{"preprocess.log_normalized": False}).preprocess.log_normalized is False
+
+
+def test_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, runner, cli_app, small_h5):
+    from scsc.outputs import LOCK_NAME
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live process holds it
+    before = sorted(p.name for p in out.iterdir())
+    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out), "-k", "3", "--no-plots"])
+    assert result.exit_code == 2 and "another scsc run" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written, the owner's lock kept
+
+
+def test_lock_of_a_killed_run_is_taken_over(tmp_path):
+    from scsc.outputs import LOCK_NAME, RunLock
+
+    out = tmp_path / "stale"
+    out.mkdir()
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / LOCK_NAME).write_text(f"{proc.stdout.strip()} {socket.gethostname()}\n")  # that process has ended
+    with RunLock(out):
+        assert (out / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_concurrent_runs_into_one_folder(tmp_path, small_h5):
+    """Two real `scsc cluster` processes aimed at one --out: the second is refused while the first runs, and
+    the first finishes with its results intact."""
+    from scsc.outputs import LOCK_NAME
+
+    out = tmp_path / "shared_out"
+    cmd = [sys.executable, "-m", "scsc", "cluster", str(small_h5), "--out", str(out), "-k", "3", "--no-plots",
+           "-q", "--set", "pretrain.ae_epochs=60"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        if (out / LOCK_NAME).exists() or first.poll() is not None:
+            break
+        time.sleep(0.05)
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 2 and "another scsc run" in second.stderr and "Traceback" not in second.stderr
+    assert (out / "result.h5ad").exists() and not (out / LOCK_NAME).exists()

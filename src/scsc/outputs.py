@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,78 @@ from .errors import ScscError
 #: Files of an earlier clustering run that a new run must not silently replace (config.toml, which
 #: ``scsc pretrain`` also writes, is regenerated and kept inside every checkpoint).
 RESULT_FILES = ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "metrics.json")
+
+
+#: Held in a run folder while a command writes there; a second command into the same folder is refused.
+LOCK_NAME = ".scsc.lock"
+
+
+class RunLock:
+    """An exclusive claim on a run folder for one process (``with RunLock(out): …``).
+
+    The lock is a file created with O_EXCL holding the owner's pid and host. A lock left by a process of this
+    host that no longer runs (killed) is taken over; a live one raises :class:`ScscError`. A folder that the
+    lock had to create is removed again on release when nothing was written into it.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.path = self.out / LOCK_NAME
+        self._created = False
+
+    def __enter__(self) -> RunLock:
+        if self.out.exists() and not self.out.is_dir():
+            raise ScscError(f"{self.out}: exists and is not a folder")
+        self._created = not self.out.exists()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ScscError(f"{self.out}: cannot create the run folder ({exc.strerror})") from None
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except PermissionError as exc:
+                self._cleanup()
+                raise ScscError(f"{self.out}: cannot write in the run folder ({exc.strerror})") from None
+            except FileExistsError:
+                if not self._stale():
+                    self._cleanup()
+                    owner = self._owner()
+                    raise ScscError(f"{self.out}: another scsc run (pid {owner[0]} on {owner[1]}) is writing "
+                                    "here; wait for it to finish or choose another --out") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            return self
+        raise ScscError(f"{self.out}: cannot take the run folder's lock {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+        self._cleanup()
+
+    def _owner(self) -> tuple[str, str]:
+        try:
+            pid, host = self.path.read_text().split()[:2]
+        except (OSError, ValueError):
+            return "?", "?"
+        return pid, host
+
+    def _stale(self) -> bool:
+        pid, host = self._owner()
+        if host != socket.gethostname() or not pid.isdigit():
+            return False  # another machine's run (shared file system): never taken over
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _cleanup(self) -> None:
+        if self._created and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
 
 def check_out_dir(out: Path, overwrite: bool, files: tuple[str, ...] = RESULT_FILES) -> None:

@@ -8,7 +8,9 @@ import typer
 from rich.table import Table
 
 from ..errors import ScscError
-from .app import app, console, print_json, user_errors
+from rich.markup import escape
+
+from .app import app, console, err_console, print_json, user_errors
 
 FILE = typer.Argument(..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx folder, .csv/.tsv(.gz).",
                       show_default=False)
@@ -48,13 +50,34 @@ def info(
     transpose: bool = TRANSPOSE,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Describe a data file: cells, genes, sparsity, count range, raw-count check, labels."""
-    from ..data.io import read, summarize
+    """Describe a data file: cells, genes, sparsity, count range, raw-count check, labels.
 
-    facts = summarize(read(path, layer=layer, label_key=label_key, transpose=transpose))
+    An unreadable or invalid file is refused (exit 2). A readable file that `scsc cluster` would refuse with
+    the default settings (all zeros, too few cells, normalised values, …) is described with a warning that
+    says why (exit 0).
+    """
+    from ..config import RunConfig
+    from ..data.io import read, summarize
+    from ..data.preprocess import filter_cells_and_genes
+    from ..errors import InputError
+
+    adata = read(path, layer=layer, label_key=label_key, transpose=transpose)
+    facts = summarize(adata)
+    cfg = RunConfig()
+    try:
+        filter_cells_and_genes(adata, cfg.preprocess, cfg.graph.k + 1, f"{path}: ")
+        facts["clusterable"] = True
+    except InputError as exc:
+        facts["clusterable"] = False
+        facts["warning"] = f"scsc cluster would refuse it: {exc}"
+    if facts["duplicate_gene_names"]:
+        facts.setdefault("notes", []).append(
+            f"{facts['duplicate_gene_names']} duplicate gene names (made unique with -1, -2, … suffixes)")
     if as_json:
         print_json({"path": str(path), **facts})
         return
+    if "warning" in facts:
+        err_console.print(f"[bold yellow]warning:[/] {escape(facts['warning'])}", highlight=False, soft_wrap=True)
     table = Table(title=str(path), show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value")
@@ -65,13 +88,16 @@ def info(
     table.add_row("cells with no counts", str(facts["empty_cells"]))
     table.add_row("raw integer counts", "yes" if facts["raw_counts"] else
                   "[yellow]no[/] (normalised? use --log-normalized)")
-    table.add_row("gene names", "yes" if facts["gene_names"] else "no (indices only)")
+    table.add_row("gene names", ("yes" if facts["gene_names"] else "no (indices only)")
+                  + (f" ({facts['duplicate_gene_names']} repeated, made unique)" if facts["duplicate_gene_names"]
+                     else ""))
     if "labels" in facts:
         sizes = facts["labels"]["sizes"]
         shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:12])
         table.add_row("labels", f"{facts['labels']['n_types']} types ({shown}{', …' if len(sizes) > 12 else ''})")
     else:
         table.add_row("labels", "none")
+    table.add_row("ready for scsc cluster", "yes" if facts["clusterable"] else "[yellow]no[/] (see the warning)")
     console.print(table)
 
 

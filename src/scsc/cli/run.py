@@ -48,6 +48,24 @@ def default_out(data: Path) -> Path:
     return Path(f"{Path(data).name.split('.')[0]}_scsc")
 
 
+def holds_out_lock(func):
+    """Run the command holding its run folder's lock (rank 0 only under torchrun): two commands writing to one
+    --out would overwrite each other's checkpoint and results, so the second is refused."""
+    import functools
+    import os
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from ..outputs import RunLock
+
+        if os.environ.get("RANK", "0") != "0":
+            return func(*args, **kwargs)
+        with RunLock(kwargs.get("out") or default_out(kwargs["data"])):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _read(path: Path, layer, label_key, transpose):
     from ..data.io import read
 
@@ -56,6 +74,7 @@ def _read(path: Path, layer, label_key, transpose):
 
 @app.command()
 @user_errors
+@holds_out_lock
 def pretrain(
     data: Path = FILE,
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
@@ -98,6 +117,7 @@ def pretrain(
 
 @app.command()
 @user_errors
+@holds_out_lock
 def cluster(
     data: Path = FILE,
     out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),

@@ -118,7 +118,7 @@ def _read_h5(path: Path) -> ad.AnnData:
     adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
     if genes is not None and len(genes) == adata.n_vars:
         adata.var_names = genes
-        adata.var_names_make_unique()
+        _unique_gene_names(adata, path)
         adata.uns["scsc_gene_names"] = True
     else:
         adata.var_names = [f"gene{j}" for j in range(adata.n_vars)]
@@ -153,8 +153,8 @@ def _read_10x_h5(path: Path) -> ad.AnnData:
     try:
         adata = sc.read_10x_h5(path)
     except Exception as exc:  # scanpy raises assorted errors on malformed files
-        raise InputError(f"{path}: cannot read as a 10x HDF5 file ({exc})") from None
-    adata.var_names_make_unique()
+        raise InputError(f"{path}: cannot read as a 10x HDF5 file ({_reason(exc)})") from None
+    _unique_gene_names(adata, path)
     adata.X = _to_csr(adata.X, path)
     adata.uns["scsc_gene_names"] = True
     return adata
@@ -168,7 +168,8 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     try:
         adata = sc.read_10x_mtx(path)
     except Exception as exc:
-        raise InputError(f"{path}: cannot read as a 10x mtx folder ({exc})") from None
+        raise InputError(f"{path}: cannot read as a 10x mtx folder ({_reason(exc)})") from None
+    _unique_gene_names(adata, path)
     adata.X = _to_csr(adata.X, path)
     adata.uns["scsc_gene_names"] = True
     return adata
@@ -180,7 +181,7 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None) -> ad.AnnDa
     try:
         src = ad.read_h5ad(path)
     except Exception as exc:
-        raise InputError(f"{path}: cannot read as .h5ad ({exc})") from None
+        raise InputError(f"{path}: cannot read as .h5ad ({_reason(exc)})") from None
     if layer is not None:
         if layer not in src.layers:
             raise InputError(
@@ -192,6 +193,7 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None) -> ad.AnnDa
     if x is None:
         raise InputError(f"{path}: .X is empty; name the counts layer with --layer")
     adata = ad.AnnData(X=_to_csr(x, path), obs=src.obs.copy(), var=src.var.copy())
+    _unique_gene_names(adata, path)
     adata.uns["scsc_gene_names"] = True
     if label_key is not None:
         if label_key not in src.obs:
@@ -207,18 +209,45 @@ def _read_table(path: Path, transpose: bool) -> ad.AnnData:
     try:
         df = pd.read_csv(path, sep=sep, index_col=0)
     except Exception as exc:
-        raise InputError(f"{path}: cannot parse as a table ({exc})") from None
+        raise InputError(f"{path}: cannot parse as a table ({_reason(exc)})") from None
     if transpose:
         df = df.T
     bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
         raise InputError(f"{path}: non-numeric values in column {bad[0]!r}")
+    blank = [i for i, c in enumerate(df.columns.astype(str)) if c.startswith("Unnamed: ") or not c.strip()]
+    if blank:
+        raise InputError(f"{path}: gene {blank[0] + 1} has no name (empty column header)")
     adata = ad.AnnData(X=_to_csr(df.to_numpy(dtype=np.float64), path))
     adata.obs_names = df.index.astype(str)
-    adata.var_names = df.columns.astype(str)
-    adata.var_names_make_unique()
+    adata.var_names = [_strip_pandas_suffix(c, set(df.columns)) for c in df.columns.astype(str)]
+    _unique_gene_names(adata, path)
     adata.uns["scsc_gene_names"] = True
     return adata
+
+
+def _reason(exc: BaseException) -> str:
+    """A library's error text on one line (pandas' parser errors end in a newline)."""
+    return " ".join(str(exc).split())
+
+
+def _strip_pandas_suffix(name: str, columns: set) -> str:
+    """pandas renames a repeated header ``g`` to ``g.1``, ``g.2``; give the duplicate its own name back."""
+    base, dot, tail = name.rpartition(".")
+    return base if dot and tail.isdigit() and base in columns else name
+
+
+def _unique_gene_names(adata: ad.AnnData, path: Path) -> None:
+    """Refuse empty gene names; make repeated ones unique (``g``, ``g-1``, …), counting them for ``info``.
+
+    Repeated symbols are common (two Ensembl IDs with one symbol); scanpy makes them unique the same way.
+    """
+    names = adata.var_names.astype(str)
+    empty = np.flatnonzero([not n.strip() or n.lower() == "nan" for n in names])
+    if empty.size:
+        raise InputError(f"{path}: gene {int(empty[0]) + 1} has an empty name")
+    adata.uns["scsc_duplicate_genes"] = int(len(names) - len(set(names)))
+    adata.var_names_make_unique()
 
 
 def _to_csr(x, path: Path) -> sp.csr_matrix:
@@ -226,6 +255,9 @@ def _to_csr(x, path: Path) -> sp.csr_matrix:
         m = sp.csr_matrix(x)
         if not np.issubdtype(m.dtype, np.number) and m.dtype != np.bool_:
             raise InputError(f"{path}: counts hold non-numeric values ({m.dtype})")
+        if m.dtype.kind == "f" and m.nnz and not np.isfinite(m.data).all():
+            raise InputError(f"{path}: counts contain NaN or infinite values")
+        _check_range(m.data, path)
         # Every caller passes a matrix it has just read, so float32 input is kept rather than copied.
         m = m.astype(np.float32, copy=False)
     else:
@@ -236,9 +268,21 @@ def _to_csr(x, path: Path) -> sp.csr_matrix:
             raise InputError(f"{path}: counts have {arr.ndim} dimensions, expected 2")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise InputError(f"{path}: counts contain NaN or infinite values")
+        _check_range(arr, path)
         m = sp.csr_matrix(arr.astype(np.float32))
     m.sum_duplicates()
     return m
+
+
+#: The largest count accepted: beyond it float32 (the model's precision) loses whole counts and sums overflow
+#: soon after (float32's largest value is about 3.4e38).
+MAX_COUNT = 1e15
+
+
+def _check_range(values: np.ndarray, path: Path) -> None:
+    if values.size and values.dtype.kind in "fiu" and np.abs(values).max() > MAX_COUNT:
+        raise InputError(f"{path}: a value of {np.abs(values).max():.3g} is far beyond any count "
+                         f"(limit {MAX_COUNT:.0e}); expected raw counts")
 
 
 def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str) -> None:
@@ -249,8 +293,10 @@ def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str) 
             raise InputError(f"{path}: {key} contains NaN labels")
         if np.all(labels == np.round(labels)):
             labels = labels.astype(np.int64)
-    if labels.dtype.kind in "SO":
+    if labels.dtype.kind in "SOU":
         labels = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in labels])
+        if all(not v.strip() or v.lower() in {"nan", "none", "na"} for v in labels):
+            raise InputError(f"{path}: {key} holds no labels (every value is missing)")
     adata.obs[LABEL_KEY] = pd.Categorical(labels.astype(str))
 
 
@@ -286,6 +332,7 @@ def summarize(adata: ad.AnnData) -> dict:
         "empty_cells": int((totals == 0).sum()),
         "raw_counts": looks_like_counts(adata),
         "gene_names": bool(adata.uns.get("scsc_gene_names", True)),
+        "duplicate_gene_names": int(adata.uns.get("scsc_duplicate_genes", 0)),
     }
     if LABEL_KEY in adata.obs:
         counts = adata.obs[LABEL_KEY].value_counts()

@@ -58,25 +58,7 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     import scanpy as sc
 
     where = f"{source}: " if source else ""
-    if not config.log_normalized and not looks_like_counts(adata):
-        raise InputError(
-            f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
-            "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
-        )
-    counts = _csr32(adata.X)
-    gene_ok = _cells_per_gene(counts) >= config.min_cells
-    if not gene_ok.any():
-        raise InputError(f"{where}no gene is expressed in at least {config.min_cells} cells")
-    if not gene_ok.all():
-        counts = counts[:, gene_ok]
-    cell_mask = np.asarray(counts.sum(axis=1)).ravel() > 0
-    if cell_mask.sum() < min_cells_required:
-        raise InputError(
-            f"{where}only {int(cell_mask.sum())} cells with counts after filtering; need at least "
-            f"{min_cells_required} (k + 1 for the kNN graph)"
-        )
-    if not cell_mask.all():
-        counts = counts[cell_mask]
+    counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where)
     # Every later matrix is derived from `counts`, which is never modified in place: it is also the kept raw
     # counts (Prepared.adata.X), so no copy of it is needed.
     a = ad.AnnData(X=counts, var=adata.var[[]].iloc[np.flatnonzero(gene_ok)].copy())
@@ -114,6 +96,37 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
         hvg=hvg,
         cell_mask=cell_mask,
     )
+
+
+def filter_cells_and_genes(adata: ad.AnnData, config: PreprocessConfig, min_cells_required: int = 2,
+                           where: str = "") -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """METHOD §1's filters on ``adata`` (N × G counts), refusing data that cannot be clustered.
+
+    Returns the kept counts (float32 CSR, cells × genes), the kept-gene mask (G,) and the kept-cell mask (N,).
+    Raises :class:`InputError` (``where`` prefixes the message) for values that are not integer counts (unless
+    ``config.log_normalized``), no gene in ``config.min_cells`` cells, or fewer than ``min_cells_required``
+    cells with counts. ``scsc info`` runs the same checks to warn about a file it can describe.
+    """
+    if not config.log_normalized and not looks_like_counts(adata):
+        raise InputError(
+            f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
+            "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
+        )
+    counts = _csr32(adata.X)
+    gene_ok = _cells_per_gene(counts) >= config.min_cells
+    if not gene_ok.any():
+        raise InputError(f"{where}no gene is expressed in at least {config.min_cells} cells")
+    if not gene_ok.all():
+        counts = counts[:, gene_ok]
+    cell_mask = np.asarray(counts.sum(axis=1)).ravel() > 0
+    if cell_mask.sum() < min_cells_required:
+        raise InputError(
+            f"{where}only {int(cell_mask.sum())} cells with counts after filtering; need at least "
+            f"{min_cells_required} (k + 1 for the kNN graph)"
+        )
+    if not cell_mask.all():
+        counts = counts[cell_mask]
+    return counts, gene_ok, cell_mask
 
 
 def _csr32(x) -> sp.csr_matrix:
