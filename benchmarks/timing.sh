@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# Wall time and peak RSS of whole commands (fresh processes), scsc against the scanpy Leiden pipeline.
+# Wall time and peak RSS of whole commands (fresh processes), scsc against the scanpy Leiden pipeline, and the
+# seconds of each scsc stage (from uns["scsc"]["timings"] of its result).
 # Usage: bash benchmarks/timing.sh [out.csv]   (run with nothing else on the machine)
 set -euo pipefail
 out=${1:-benchmarks/results/timing.csv}
-data=$(cd "$(dirname "$0")/../.." && pwd)/shared/datasets
+shared=$(cd "$(dirname "$0")/../.." && pwd)/shared
 tmp=$(mktemp -d)
-echo "dataset,cells,command,seconds,peak_gb" > "$out"
-measure() {  # dataset cells label command...
-  local ds=$1 cells=$2 label=$3; shift 3
+echo "dataset,cells,command,seconds,peak_gb,stage_preprocess_graph,stage_pretrain,stage_init,stage_cluster,stage_total" > "$out"
+measure() {  # dataset cells label run_folder command...
+  local ds=$1 cells=$2 label=$3 run=$4; shift 4
   /usr/bin/time -v "$@" > "$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }
-  local wall rss
+  local wall rss stages=",,,,"
   wall=$(grep "Elapsed (wall clock)" "$tmp/log" | awk -F': ' '{print $2}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(grep "Maximum resident" "$tmp/log" | awk -F': ' '{printf "%.3f", $2/1024/1024}')
-  echo "$ds,$cells,$label,$wall,$rss" >> "$out"
-  echo "$ds $label: ${wall}s ${rss}GB"
+  if [ -n "$run" ]; then
+    stages=$(python -c "
+import anndata as ad, sys
+t = ad.read_h5ad(sys.argv[1]).uns['scsc']['timings']
+print(','.join(f'{t[k]:.2f}' for k in ('preprocess_graph', 'pretrain', 'init', 'cluster', 'total')))" "$run/result.h5ad")
+  fi
+  echo "$ds,$cells,$label,$wall,$rss,$stages" >> "$out"
+  echo "$ds $label: ${wall}s ${rss}GB $stages"
 }
-for spec in "mouse_bladder_cell_select_2100 2100 16" "Grace_CITE_CBMC_counts_top2000 8617 15"; do
+for spec in "tuning/Zheng_sortedPBMC_MUDAN 2140 9" "datasets/mouse_bladder_cell_select_2100 2100 16" \
+            "datasets/Grace_CITE_CBMC_counts_top2000 8617 15"; do
   set -- $spec
-  measure "$1" "$2" "scsc cluster" scsc cluster "$data/$1.h5" --n-clusters "$3" --out "$tmp/$1" -q
-  measure "$1" "$2" "scanpy Leiden pipeline (+UMAP)" python "$(dirname "$0")/scanpy_pipeline.py" "$data/$1.h5"
+  name=$(basename "$1")
+  measure "$name" "$2" "scsc cluster" "$tmp/$name" scsc cluster "$shared/$1.h5" --n-clusters "$3" --out "$tmp/$name" -q
+  measure "$name" "$2" "scanpy Leiden pipeline (+UMAP)" "" python "$(dirname "$0")/scanpy_pipeline.py" "$shared/$1.h5"
 done
 rm -rf "$tmp"
