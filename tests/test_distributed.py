@@ -119,3 +119,23 @@ def test_default_config_under_two_ranks_agrees_with_one_process(tmp_path, cells)
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = pd.read_csv(tmp_path / "ddp" / "clusters.csv"), pd.read_csv(tmp_path / "one" / "clusters.csv")
     assert adjusted_rand_score(a.cluster, b.cluster) >= 0.9
+
+
+def test_pretrain_under_two_ranks_chooses_batches_and_writes_once(data_file, tmp_path):
+    """``scsc pretrain --distributed`` without --batch-size: batches chosen and said once, rank 0 writes
+    pretrain.pt (no checkpoint left), and ``scsc cluster --pretrained`` clusters from it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "pre"
+    sets = [x for s in SETS for x in ("--set", s)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
+           "pretrain", str(data_file), "--out", str(out), *sets, "--distributed"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("batches of 200 of the 400 cells") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["config.toml", "pretrain.pt"]
+    one = subprocess.run([sys.executable, "-m", "scsc", "cluster", str(data_file), "--out", str(tmp_path / "c"),
+                          "--pretrained", str(out / "pretrain.pt"), "-k", "4", "--no-plots", "-q", *sets],
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = pd.read_csv(tmp_path / "c" / "clusters.csv")
+    assert adjusted_rand_score(a.label, a.cluster) >= 0.9

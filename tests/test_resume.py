@@ -200,3 +200,40 @@ def test_cli_resume_refusals(sim, data_file, tmp_path, runner, cli_app):
     res = runner.invoke(cli_app, args)
     assert res.exit_code == 2 and "--resume" in res.output
     assert (tmp_path / "run" / FILE_NAME).exists()
+
+
+# ----------------------------------------------------------------------------- pretraining alone
+def _encoder_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretrain_resumed_equals_uninterrupted_and_cli_continues_it(sim, data_file, tmp_path, runner, cli_app):
+    """``scsc.pretrain`` / ``scsc pretrain`` checkpoint like ``cluster``: interrupted in the graph AE stage and
+    resumed, the encoder weights equal an uninterrupted pretraining's, bit for bit."""
+    cfg = RunConfig().override(API_SETS)
+    reference = scsc.pretrain(sim.to_anndata(), cfg)
+    path = tmp_path / FILE_NAME
+    with pytest.raises(Interrupt):
+        scsc.pretrain(sim.to_anndata(), cfg, reporter=StopAfter("pretrain: graph AE", 3), checkpoint=path,
+                      checkpoint_every=2)
+    assert torch.load(path, weights_only=False)["stage"] == "pretrain_gae"
+    resumed = scsc.pretrain(sim.to_anndata(), cfg, checkpoint=path, checkpoint_every=2, resume=True)
+    assert _encoder_equal(resumed["encoder"], reference["encoder"])
+    assert [r["total"] for r in resumed["history"]] == pytest.approx([r["total"] for r in reference["history"]])
+
+    # The CLI: an interrupted pretraining in --out is neither replaced silently nor lost; --resume finishes it.
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        scsc.pretrain(sim.to_anndata(), cfg, reporter=StopAfter("pretrain: expression AE", 3),
+                      checkpoint=out / FILE_NAME, checkpoint_every=2)
+    args = ["pretrain", str(data_file), "--out", str(out), "-q", *[a for s in API_SETS for a in ("--set", s)]]
+    res = runner.invoke(cli_app, args)
+    assert res.exit_code == 2 and "--resume" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cli_app, [*args, "--resume", "--seed", "3"])
+    assert res.exit_code == 2 and "seed" in res.output
+    res = runner.invoke(cli_app, [*args, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert not (out / FILE_NAME).exists()
+    saved = torch.load(out / "pretrain.pt", weights_only=False)
+    fresh = scsc.pretrain(scsc.read(data_file), cfg)
+    assert _encoder_equal(saved["encoder"], fresh["encoder"])

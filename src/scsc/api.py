@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import platform
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +31,7 @@ from .k_selection import KSelection, parse_k
 from .model import ScSiameseClu
 from .plugins import Registry
 from .session import RunSession
-from .train import Reporter, seed_everything
-from .train import pretrain as _pretrain_loop
+from .train import Reporter
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
 ALIASES = {
@@ -202,27 +200,23 @@ def _check_fingerprint(saved: dict, prepared: Prepared, where: str) -> None:
 # ----------------------------------------------------------------------------- public API
 def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
              reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
-             **overrides: Any) -> dict[str, Any]:
+             checkpoint: str | Path | None = None, checkpoint_every: int = 10, resume: bool = False,
+             context: Context | None = None, **overrides: Any) -> dict[str, Any]:
     """Run the three pretraining stages (METHOD §7) on ``adata`` (raw counts, N × G).
 
     Returns a checkpoint dict (``encoder`` state, ``config``, ``fingerprint`` of the preprocessed data,
-    ``history``) that :func:`cluster` accepts as ``pretrained=`` and :func:`save_checkpoint` writes.
+    ``history``, ``timings``) that :func:`cluster` accepts as ``pretrained=`` and :func:`save_checkpoint`
+    writes. ``checkpoint``, ``checkpoint_every``, ``resume`` and ``context`` work as in :func:`run` (these are
+    the first steps of the same :class:`~scsc.session.RunSession`); the run checkpoint is left in place for the
+    caller to remove once the result is saved.
     """
     cfg = make_config(config, **overrides)
-    check_device(cfg.device)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    prepared, data = prepare(adata, cfg, source)
-    batches = plan(data, cfg)
-    timings["preprocess_graph"] = time.perf_counter() - t0
-    generator = seed_everything(cfg.seed)
-    model = _build_model(cfg, prepared, registry)
-    t0 = time.perf_counter()
-    history = _pretrain_loop(model, data, cfg, generator, reporter, batches=batches)
-    timings["pretrain"] = time.perf_counter() - t0
-    return {"encoder": model.encoder.state_dict(), "config": cfg.to_dict(),
-            "fingerprint": _fingerprint(prepared), "history": history, "timings": timings,
-            "versions": versions()}
+    session = RunSession(adata, cfg, reporter=reporter, registry=registry, source=source, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, resume=resume, context=context)
+    session.prepare()
+    session.pretrain()
+    timings = {key: float(session.timings[key]) for key in ("preprocess_graph", "pretrain")}
+    return {**session.record, "timings": timings}
 
 
 def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,

@@ -26,6 +26,17 @@ BATCH = typer.Option(None, "--batch-size", min=0,
                           "20,000, batches of 8,192 above (minibatch.* in the config). Below 2,048 cells per batch, "
                           "results vary more between seeds.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out.")
+CHECKPOINT_EVERY = typer.Option(
+    10, "--checkpoint-every", min=0,
+    help="Save the training state to --out/checkpoint.pt every this many epochs of each stage (0: never).")
+RESUME = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its checkpoint.pt (same "
+                                              "data and options).")
+DISTRIBUTED = typer.Option(
+    False, "--distributed",
+    help="Data-parallel training when launched by torchrun (torchrun --nproc-per-node N -m scsc COMMAND … "
+         "--distributed): each process trains on its own minibatches (chosen for you unless --batch-size), "
+         "DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes the results. "
+         "See docs/distributed.md.")
 
 
 def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -> RunConfig:
@@ -66,6 +77,44 @@ def holds_out_lock(func):
     return wrapper
 
 
+def start_checkpoint(out: Path, cfg: RunConfig, resume: bool, overwrite: bool,
+                     results: tuple[str, ...] | None = None) -> Path:
+    """The run checkpoint's path in ``out``; refuses, before any data are read, a resume without a matching
+    checkpoint and a fresh start over earlier results or over an interrupted run's checkpoint."""
+    from .. import checkpoint as ckpt
+    from ..errors import ScscError
+    from ..outputs import check_out_dir
+
+    ck_path = out / ckpt.FILE_NAME
+    if resume:
+        ckpt.check_config(ckpt.load(ck_path), cfg, str(ck_path))
+        return ck_path
+    if results is None:
+        check_out_dir(out, overwrite)
+    else:
+        check_out_dir(out, overwrite, results)
+    if ck_path.exists() and not overwrite:
+        raise ScscError(f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
+                        "it or --overwrite to start again")
+    return ck_path
+
+
+def train_in_context(distributed: bool, device: str, ck_path: Path, work):
+    """``work(ctx)`` as one rank of a torchrun job (``distributed``) or a plain process; an interruption says
+    where the training state is saved; the process group is always shut down. Returns (ctx, result)."""
+    from ..distributed import Context, from_environment, shutdown
+
+    ctx = from_environment(device) if distributed else Context()
+    try:
+        return ctx, work(ctx)
+    except KeyboardInterrupt:
+        if ck_path.exists() and ctx.is_main:
+            err_console.print(f"the training state is saved in {ck_path}; continue with --resume")
+        raise
+    finally:
+        shutdown(ctx)
+
+
 def _read(path: Path, layer, label_key, transpose):
     from ..data.io import read
 
@@ -88,6 +137,9 @@ def pretrain(
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
     batch_size: Optional[int] = BATCH,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    resume: bool = RESUME,
+    distributed: bool = DISTRIBUTED,
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
@@ -95,24 +147,32 @@ def pretrain(
 
     Pass the checkpoint to [bold]scsc cluster --pretrained RUN/pretrain.pt[/] to cluster without
     pretraining again (for example with other clustering heads or seeds of the clustering stage).
+    While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
     from ..api import pretrain as run_pretrain
     from ..api import save_checkpoint
-    from ..outputs import check_out_dir
 
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
         "minibatch.batch_size": batch_size})
-    check_out_dir(out, overwrite, ("pretrain.pt",))
+    ck_path = start_checkpoint(out, cfg, resume, overwrite, ("pretrain.pt",))
     adata = _read(data, layer, label_key, transpose)
-    with RichReporter(err_console, enabled=not quiet) as rep:
-        ckpt = run_pretrain(adata, cfg, reporter=rep, source=str(data))
+
+    def work(ctx):
+        with RichReporter(err_console, enabled=not quiet and ctx.is_main) as rep:
+            return run_pretrain(adata, cfg, reporter=rep, source=str(data), checkpoint=ck_path,
+                                checkpoint_every=checkpoint_every, resume=resume, context=ctx)
+
+    ctx, record = train_in_context(distributed, cfg.device, ck_path, work)
+    if not ctx.is_main:
+        return
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(ckpt, out / "pretrain.pt")
+    save_checkpoint(record, out / "pretrain.pt")
     cfg.save(out / "config.toml")
+    ck_path.unlink(missing_ok=True)
     if not quiet:
-        console.print(f"pretrained on {ckpt['fingerprint']['n_cells']:,} cells → {out / 'pretrain.pt'}")
+        console.print(f"pretrained on {record['fingerprint']['n_cells']:,} cells → {out / 'pretrain.pt'}")
 
 
 @app.command()
@@ -144,17 +204,9 @@ def cluster(
     log_normalized: bool = LOGNORM,
     batch_size: Optional[int] = BATCH,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
-    checkpoint_every: int = typer.Option(
-        10, "--checkpoint-every", min=0,
-        help="Save the training state to --out/checkpoint.pt every this many epochs of each stage (0: never)."),
-    resume: bool = typer.Option(False, "--resume",
-                                help="Continue the interrupted run in --out from its checkpoint.pt (same data "
-                                     "and options)."),
-    distributed: bool = typer.Option(
-        False, "--distributed",
-        help="Data-parallel training when launched by torchrun (torchrun --nproc-per-node N -m scsc cluster … "
-             "--distributed): each process trains on its own minibatches, DistributedDataParallel averages the "
-             "gradients (gloo on CPU, nccl on GPU); rank 0 writes the results. See docs/distributed.md."),
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    resume: bool = RESUME,
+    distributed: bool = DISTRIBUTED,
     overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -167,13 +219,10 @@ def cluster(
     final result). While it trains, checkpoint.pt holds the state
     to continue from with --resume after an interruption; it is removed once the results are written.
     """
-    from .. import checkpoint as ckpt
     from ..api import run
-    from ..distributed import Context, from_environment, shutdown
     from ..errors import ScscError
-    from ..outputs import check_out_dir, write_run
-
     from ..k_selection import parse_k
+    from ..outputs import write_run
 
     out = out or default_out(data)
     try:
@@ -186,27 +235,16 @@ def cluster(
         "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
     if n_clusters.strip().lower() != "auto":  # auto keeps what a --config file says (a saved run's K)
         cfg.cluster.n_clusters, cfg.cluster.k_candidates = fixed_k, k_candidates
-    ck_path = out / ckpt.FILE_NAME
-    if resume:
-        ckpt.check_config(ckpt.load(ck_path), cfg, str(ck_path))  # before the data are read
-    else:
-        check_out_dir(out, overwrite)
-        if ck_path.exists() and not overwrite:
-            raise ScscError(f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
-                            "it or --overwrite to start again")
+    ck_path = start_checkpoint(out, cfg, resume, overwrite)
     adata = _read(data, layer, label_key, transpose)
-    ctx = from_environment(cfg.device) if distributed else Context()
-    try:
+
+    def work(ctx):
         with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
-            result = run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data),
-                         checkpoint=ck_path, checkpoint_every=checkpoint_every, resume=resume,
-                         keep_checkpoint=True, context=ctx)
-    except KeyboardInterrupt:
-        if ck_path.exists() and ctx.is_main:
-            err_console.print(f"the training state is saved in {ck_path}; continue with --resume")
-        raise
-    finally:
-        shutdown(ctx)
+            return run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data),
+                       checkpoint=ck_path, checkpoint_every=checkpoint_every, resume=resume,
+                       keep_checkpoint=True, context=ctx)
+
+    ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
     if result.k_selection is not None and not as_json and not quiet:
