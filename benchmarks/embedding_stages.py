@@ -79,19 +79,19 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
     from sklearn.cluster import KMeans
 
     import scsc
-    from scsc.api import _build_model, make_config, prepare
+    from scsc import RunSession, make_config
     from scsc.components.cluster import kmeans
     from scsc.data.graph import drop_dissimilar_edges, row_normalize
     from scsc.data.tensors import sparse_to_torch
     from scsc.evaluate import score
-    from scsc.train import embed_cells, pretrain, pretrained_embedding, seed_everything
+    from scsc.train import embed_cells, pretrained_embedding
 
     adata = scsc.read(path)
     cfg = make_config().override([*overrides, f"seed={seed}"])
-    prepared, data = prepare(adata, cfg)
-    generator = seed_everything(cfg.seed)  # before the model: its initial weights come from the seed
-    model = _build_model(cfg, prepared, None)
-    pretrain(model, data, cfg, generator)
+    session = RunSession(adata, cfg)
+    session.prepare()  # seeds, then builds the model: its initial weights come from the seed
+    session.pretrain()
+    prepared, data, model = session.prepared, session.data, session.model
     labels = adata.obs["label"].to_numpy()[prepared.cell_mask]
     k = len(np.unique(labels))
     z_pre = pretrained_embedding(model, data).numpy()

@@ -6,7 +6,6 @@ loss term of METHOD §6; the trainer only weights and sums those terms.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +13,8 @@ from torch import Tensor, nn
 
 from .config import RunConfig
 from .data.bundle import TrainData
-from .losses import adjacency_loss, zinb_nll_chunked
+from .components.base import Views, capability, check_contract
+from .losses import adjacency_loss
 from .plugins import Registry, get_registry
 
 
@@ -48,12 +48,12 @@ class ScSiameseClu(nn.Module):
         self.encoder = registry.build("encoder", c.encoder, config, n_input=n_input, n_genes=n_genes)
         self.fusion = registry.build("fusion", c.fusion, config, n_cells=n_cells)
         self.head = registry.build("cluster", c.cluster, config)
+        for kind, name, part in (("augment", c.augment, self.augment), ("encoder", c.encoder, self.encoder),
+                                 ("fusion", c.fusion, self.fusion), ("cluster", c.cluster, self.head)):
+            check_contract(kind, name, part)
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
-        # A plugin fusion written before minibatch mode takes no ``rows``; it then sees only the batch's tensors.
-        params = inspect.signature(self.fusion.forward).parameters
-        self._fusion_takes_rows = "rows" in params
         #: Whether whole-data embeddings of a minibatch run can use the whole graph (see :meth:`forward`).
-        self.fusion_takes_groups = "groups" in params
+        self.fusion_takes_groups = capability(self.fusion, "takes_groups")
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
@@ -62,35 +62,19 @@ class ScSiameseClu(nn.Module):
         """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
 
         ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
-        ``groups`` (index tensors partitioning all N cells; fusions with a ``groups`` keyword only) confines the
+        ``groups`` (index tensors partitioning all N cells; fusions declaring ``takes_groups`` only) confines the
         fusion's attention to each group, as in minibatch training, over whole-data inputs.
         ``propagation=False`` drops the graph layers' activations as soon as each view is done (an embedding
         needs only Z; on a million cells they are gigabytes).
         """
-        enc = self.encoder
-        ae_views = graph_views = None
-        z_ae = z_g = None
-        props: list[tuple[Tensor, Tensor]] = []
-        if enc.ae is not None:
-            ae_views = [enc.ae.encode(x1), enc.ae.encode(x2)]
-            z_ae = 0.5 * (ae_views[0] + ae_views[1])
-        if enc.gae is not None:
-            g1, p1 = enc.gae.encode(x1, adj1)
-            if not propagation:
-                p1 = []
-            g2, p2 = enc.gae.encode(x2, adj2)
-            if not propagation:
-                p2 = []
-            graph_views = [g1, g2]
-            z_g = 0.5 * (g1 + g2)
-            props = p1 + p2
+        br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=propagation)
         if groups is not None:
-            z = self.fusion(z_ae, z_g, adj_main, groups=groups)
-        elif rows is not None and self._fusion_takes_rows:
-            z = self.fusion(z_ae, z_g, adj_main, rows=rows)
-        else:
-            z = self.fusion(z_ae, z_g, adj_main)
-        return Forward(z, z_ae, z_g, ae_views, graph_views, props)
+            z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups)
+        elif rows is not None and capability(self.fusion, "takes_rows"):
+            z = self.fusion(br.z_ae, br.z_g, adj_main, rows=rows)
+        else:  # a fusion without per-cell parameters sees only the batch's tensors
+            z = self.fusion(br.z_ae, br.z_g, adj_main)
+        return Forward(z, br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation)
 
     @torch.no_grad()
     def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Tensor:
@@ -111,30 +95,10 @@ class ScSiameseClu(nn.Module):
     def clustering_terms(self, data: TrainData, out: Forward, generator: torch.Generator | None,
                          n_negatives: int, refresh: bool, want: set[str]) -> dict[str, Tensor]:
         """Every named term of METHOD §6 for one forward pass; terms not in ``want`` are skipped."""
-        enc = self.encoder
         adj = self.augment.adj_main
-        terms: dict[str, Tensor] = {}
         z = out.z
-        if enc.ae is not None and ({"rec_x", "zinb"} & want):
-            x_hat, hidden = enc.ae.decode(z)
-            if "rec_x" in want:
-                terms["rec_x"] = torch.mean((x_hat - data.x) ** 2)
-            if "zinb" in want and data.counts is not None and enc.ae.n_genes > 0:
-                # The N × G likelihood dominates an epoch: a uniform cell sample estimates its mean.
-                m = self.config.loss.zinb_cells
-                if 0 < m < data.n_cells:
-                    idx = torch.randperm(data.n_cells, generator=generator)[:m].to(z.device)
-                    # index_select: its backward is deterministic on several CPU threads (see losses._pair_dots)
-                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, torch.index_select(hidden, 0, idx),
-                                                     data.counts[idx], data.size_factors[idx])
-                else:
-                    terms["zinb"] = zinb_nll_chunked(enc.ae.zinb, hidden, data.counts, data.size_factors)
-        props = list(out.propagation)
-        if enc.gae is not None and ({"rec_graph", "prop"} & want):
-            z_hat, dec_props = enc.gae.decode(z, adj)
-            props += dec_props
-            if "rec_graph" in want:
-                terms["rec_graph"] = torch.mean((z_hat - torch.sparse.mm(adj, data.x)) ** 2)
+        terms, dec_props = self.encoder.reconstruction_terms(z, data, adj, want, generator)
+        props = list(out.propagation) + dec_props
         if "rec_adj" in want:
             terms["rec_adj"] = adjacency_loss(z, data.edge_index, data.edge_weight, n_negatives, generator)
         q = self.head.soft_assign(z)

@@ -14,6 +14,7 @@ run had finished and continues from its state; the result then equals an uninter
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from .errors import ConfigError, InputError
 from .evaluate import score
 from .k_selection import KSelection, select_k
 from .plugins import Registry
-from .train import Reporter, embed_cells, pretrained_embedding, seed_everything, train_clustering
+from .train import CLUSTER, WARMUP, Reporter, TrainState, embed_cells, pretrained_embedding, seed_everything
 from .train import pretrain as pretrain_stages
+from .train import train_clustering
 
 
 class RunSession:
@@ -103,6 +105,9 @@ class RunSession:
         self.model = _build_model(cfg, self.prepared, self.registry)
         self.fingerprint = _fingerprint(self.prepared)
         self.ck.attach(self.model, self.generator, self.fingerprint)
+        self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
+                                checkpoint=self.ck, batches=self.batches, context=ctx,
+                                **({"reporter": self.reporter} if self.reporter is not None else {}))
 
     def pretrain(self) -> None:
         """The three pretraining stages, a saved run's pretraining, or the weights of ``pretrained``."""
@@ -116,9 +121,7 @@ class RunSession:
                 record["encoder"] = ck.pretrained_state["encoder"]
         elif self.pretrained is None:
             ck.restore()  # a no-op unless the run stopped during pretraining
-            record = {"history": list(pretrain_stages(model, self.data, cfg, self.generator, self.reporter,
-                                                      history=self.history, checkpoint=ck,
-                                                      batches=self.batches, context=self.ctx))}
+            record = {"history": list(pretrain_stages(self.state))}
         else:
             where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
             record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
@@ -185,7 +188,7 @@ class RunSession:
             ck.init_labels = self.init_labels
         self.timings.stop("init")
         self.timings.start("cluster")
-        self.z, self.labels = self._cluster_stage(self.k, ck)
+        self.z, self.labels = self._cluster_stage(self.k, self.state)
         self.timings.stop("cluster")
 
     def other_k(self) -> None:
@@ -206,7 +209,7 @@ class RunSession:
             self.model.fusion.load_state_dict(self.start_state["fusion"])
             restore_rng(self.start_state["rng"], self.generator)
             self._init_head(k, self.z_start)
-            _, self.extra[k] = self._cluster_stage(k, disabled(), history=[])
+            _, self.extra[k] = self._cluster_stage(k, replace(self.state, checkpoint=disabled(), history=[]))
         self.timings.stop("other_k")
         self.model.encoder.load_state_dict(end["encoder"])
         self.model.fusion.load_state_dict(end["fusion"])
@@ -235,31 +238,18 @@ class RunSession:
             restore_head(head, state, z.device)
         return labels
 
-    def _cluster_stage(self, k: int, ck: Checkpointer, history: list[dict] | None = None
-                       ) -> tuple[torch.Tensor, np.ndarray]:
+    def _cluster_stage(self, k: int, state: TrainState) -> tuple[torch.Tensor, np.ndarray]:
         """Warm-up (optional) and clustering epochs from the initialised head → (Z (N × d), labels (N,))."""
-        cfg, ctx, model, data, batches = self.cfg, self.ctx, self.model, self.data, self.batches
-        history = self.history if history is None else history
-        epochs = cfg.cluster.epochs
-        warmup = max(0, min(cfg.cluster.warmup_epochs, epochs))
+        ck, epochs = state.checkpoint, self.cfg.cluster.epochs
+        warmup = max(0, min(self.cfg.cluster.warmup_epochs, epochs))
         if warmup > 0:
-            stage = ck.stage("cluster_warmup")
-            first = stage.first_epoch(0, warmup)
-            if first < warmup:
-                train_clustering(model, data, cfg, self.generator, self.reporter, epochs=warmup - first,
-                                 start_epoch=first, exclude=frozenset({"clu"}), stage="cluster: warm-up",
-                                 history=history, checkpoint=stage, batches=batches, stream="cluster_warmup",
-                                 context=ctx)
+            train_clustering(state, WARMUP, range(ck.stage(WARMUP.name).first_epoch(0, warmup), warmup))
             if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
                 self._init_head(k)
-        stage = ck.stage("cluster")
-        first = stage.first_epoch(warmup, epochs)
-        if first < epochs:
-            train_clustering(model, data, cfg, self.generator, self.reporter, epochs=epochs - first,
-                             start_epoch=first, history=history, checkpoint=stage, batches=batches, context=ctx)
-        z = embed_cells(model, data, batches)
-        labels = model.head.predict(z)
-        ctx.check_same(labels)
+        train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
+        z = embed_cells(self.model, self.data, self.batches)
+        labels = self.model.head.predict(z)
+        self.ctx.check_same(labels)
         return z, labels
 
     def _head_copy(self) -> dict[str, Any]:

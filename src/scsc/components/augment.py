@@ -9,8 +9,6 @@ In minibatch training, :meth:`Augmenter.focus` restricts the three graphs to the
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -20,15 +18,9 @@ from ..data.bundle import TrainData
 from ..data.graph import drop_dissimilar_edges, ppr_diffusion, row_normalize
 from ..data.tensors import sparse_to_torch
 from ..plugins.hookspecs import hookimpl
+from .base import Views
 
-
-class Views(NamedTuple):
-    """Two views: expression matrices (N × P) and sparse graphs (N × N)."""
-
-    x1: torch.Tensor
-    x2: torch.Tensor
-    adj1: torch.Tensor
-    adj2: torch.Tensor
+__all__ = ["Augmenter", "DualAugmenter", "GraphAugmenter", "NoiseAugmenter", "Views"]
 
 
 class Augmenter:

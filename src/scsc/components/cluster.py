@@ -69,6 +69,7 @@ class StudentTHead(nn.Module):
 
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
+        #: The run's ``cluster`` settings and seed (public: subclasses read them).
         self.cfg = config.cluster
         self.seed = config.seed
         self.centroids = nn.Parameter(torch.zeros(0))
@@ -85,8 +86,17 @@ class StudentTHead(nn.Module):
     def init(self, z: Tensor, n_clusters: int) -> np.ndarray:
         """KMeans on the pretrained embedding ``z`` (N × d); returns its labels (N,)."""
         labels, centers = kmeans(z.detach().cpu().numpy(), n_clusters, self.seed)
-        self.centroids = nn.Parameter(torch.from_numpy(centers).to(z.device))
-        sizes = np.bincount(labels, minlength=n_clusters).astype(np.float64)
+        return self.start_from(z, labels, centers)
+
+    def start_from(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        """Start from a partition: ``labels`` (N,) in 0 … K − 1 and their ``centers`` (K × d, float32) become
+        the centroids, the transport proportions (cluster sizes) and the batch marginals; returns ``labels``.
+
+        The public way for a head that finds its clusters otherwise (Leiden, a reference) to reuse the rest.
+        """
+        k = len(centers)
+        self.centroids = nn.Parameter(torch.from_numpy(np.ascontiguousarray(centers)).to(z.device))
+        sizes = np.bincount(labels, minlength=k).astype(np.float64)
         props = np.maximum(sizes, 1.0) / max(sizes.sum(), 1.0)
         self.proportions = torch.from_numpy(props / props.sum()).to(z.device)
         self.assignments = torch.from_numpy(labels).to(z.device)

@@ -6,13 +6,16 @@ Both branches are applied to the two views with the same weights (siamese). ``si
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig
+from ..losses import adjacency_loss, zinb_nll_chunked
 from ..plugins.hookspecs import hookimpl
+from .base import Branches, PretrainStage, Views
 
 
 class ZINBParams(NamedTuple):
@@ -124,6 +127,108 @@ class SiameseEncoder(nn.Module):
         self.ae = ExpressionAE(n_input, m.ae_hidden, m.latent, n_genes) if self.use_ae else None
         self.gae = GraphAE(n_input, m.gae_hidden, m.latent) if self.use_graph else None
         self.latent = m.latent
+        self.zinb_cells = config.loss.zinb_cells
+
+    def encode_views(self, views: Views, propagation: bool = True) -> Branches:
+        """Both views (N × P, sparse N × N) through the same branches → embeddings N × d (METHOD §4).
+
+        ``propagation=False`` drops the graph layers' activations as soon as each view is done (an embedding
+        needs only Z; on a million cells they are gigabytes).
+        """
+        out = Branches(None, None)
+        if self.ae is not None:
+            out.ae_views = [self.ae.encode(views.x1), self.ae.encode(views.x2)]
+            out.z_ae = 0.5 * (out.ae_views[0] + out.ae_views[1])
+        if self.gae is not None:
+            g1, p1 = self.gae.encode(views.x1, views.adj1)
+            if not propagation:
+                p1 = []
+            g2, p2 = self.gae.encode(views.x2, views.adj2)
+            if not propagation:
+                p2 = []
+            out.graph_views = [g1, g2]
+            out.z_g = 0.5 * (g1 + g2)
+            out.propagation = p1 + p2
+        return out
+
+    def reconstruction_terms(self, z: Tensor, data, adj: Tensor, want: set[str],
+                             generator: torch.Generator | None) -> tuple[dict[str, Tensor], list]:
+        """``rec_x``, ``zinb`` and ``rec_graph`` of the fused Z (N × d), those in ``want``; and the graph
+        decoder's (H, ÂH) pairs for the propagation regulariser."""
+        terms: dict[str, Tensor] = {}
+        props: list = []
+        if self.ae is not None and ({"rec_x", "zinb"} & want):
+            x_hat, hidden = self.ae.decode(z)
+            if "rec_x" in want:
+                terms["rec_x"] = torch.mean((x_hat - data.x) ** 2)
+            if "zinb" in want and data.counts is not None and self.ae.n_genes > 0:
+                terms["zinb"] = self._zinb(hidden, data, generator)
+        if self.gae is not None and ({"rec_graph", "prop"} & want):
+            z_hat, props = self.gae.decode(z, adj)
+            if "rec_graph" in want:
+                terms["rec_graph"] = torch.mean((z_hat - torch.sparse.mm(adj, data.x)) ** 2)
+        return terms, props
+
+    def _zinb(self, hidden: Tensor, data, generator: torch.Generator | None) -> Tensor:
+        """ZINB negative log-likelihood of the counts (N × G) under the decoder's hidden layer (N × h)."""
+        # The N × G likelihood dominates an epoch: a uniform cell sample estimates its mean.
+        m = self.zinb_cells
+        if 0 < m < data.n_cells:
+            idx = torch.randperm(data.n_cells, generator=generator)[:m].to(hidden.device)
+            # index_select: its backward is deterministic on several CPU threads (see losses._pair_dots)
+            return zinb_nll_chunked(self.ae.zinb, torch.index_select(hidden, 0, idx), data.counts[idx],
+                                    data.size_factors[idx])
+        return zinb_nll_chunked(self.ae.zinb, hidden, data.counts, data.size_factors)
+
+    def pretrain_stages(self, config: RunConfig) -> list[PretrainStage]:
+        """METHOD §7: the expression AE on cells, the graph AE on the graph, then both jointly."""
+        p, n_neg = config.pretrain, config.loss.adj_negatives
+        stages = []
+        if self.ae is not None:
+            stages.append(PretrainStage("pretrain_ae", "pretrain: expression AE", self.ae, p.ae_lr, p.ae_epochs,
+                                        _ae_loss, cells=True))
+        if self.gae is not None:
+            stages.append(PretrainStage("pretrain_gae", "pretrain: graph AE", self.gae, p.gae_lr, p.gae_epochs,
+                                        partial(_gae_loss, n_neg=n_neg, adj_weight=p.gae_adj_weight)))
+        if self.ae is not None and self.gae is not None:
+            stages.append(PretrainStage("pretrain_joint", "pretrain: joint", self, p.joint_lr, p.joint_epochs,
+                                        partial(_joint_loss, n_neg=n_neg, p=p)))
+        return stages
+
+
+def _ae_loss(ae: ExpressionAE, xb: Tensor) -> tuple[Tensor, dict]:
+    """Expression reconstruction of a batch of cells (B × P)."""
+    x_hat, _ = ae.decode(ae.encode(xb))
+    loss = 10.0 * torch.mean((x_hat - xb) ** 2)
+    return loss, {"rec_x": loss}
+
+
+def _gae_loss(gae: GraphAE, d, ax: Tensor, generator: torch.Generator, *, n_neg: int,
+              adj_weight: float) -> tuple[Tensor, dict]:
+    """Graph AE: reconstruct ÂX (N × P) and the edges of Â."""
+    z, _ = gae.encode(d.x, d.adj)
+    z_hat, _ = gae.decode(z, d.adj)
+    terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
+             "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
+    return terms["rec_graph"] + adj_weight * terms["rec_adj"], terms
+
+
+def _joint_loss(enc: SiameseEncoder, d, ax: Tensor, generator: torch.Generator, *, n_neg: int,
+                p) -> tuple[Tensor, dict]:
+    """Both branches together, with their embeddings pulled towards each other."""
+    z_ae = enc.ae.encode(d.x)
+    x_hat, _ = enc.ae.decode(z_ae)
+    z_g, _ = enc.gae.encode(d.x, d.adj)
+    z_hat, _ = enc.gae.decode(z_g, d.adj)
+    terms = {
+        "rec_x": torch.mean((x_hat - d.x) ** 2),
+        "rec_graph": torch.mean((z_hat - ax) ** 2),
+        "rec_adj": adjacency_loss(z_g, d.edge_index, d.edge_weight, n_neg, generator),
+        "align": torch.mean((z_ae - z_g) ** 2),
+    }
+    loss = (terms["rec_x"] + p.joint_rec_graph * terms["rec_graph"] + p.joint_adj * terms["rec_adj"]
+            + p.joint_align * terms["align"])
+    return loss, terms
 
 
 class AEOnlyEncoder(SiameseEncoder):

@@ -19,6 +19,9 @@ from ..plugins.hookspecs import hookimpl
 class MeanFusion(nn.Module):
     """Z = mean of the available branch embeddings; no propagation, attention or refinement terms."""
 
+    takes_rows = True
+    takes_groups = True
+
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
 
@@ -35,6 +38,9 @@ class MeanFusion(nn.Module):
 
 class SiameseFusion(nn.Module):
     """Adaptive a/b fusion, local propagation over Â_r, global attention without an N × N matrix, and β."""
+
+    takes_rows = True  # per-cell fusion weights (model.fusion_weights = "cell")
+    takes_groups = True
 
     def __init__(self, config: RunConfig, *, n_cells: int, **_: object):
         super().__init__()

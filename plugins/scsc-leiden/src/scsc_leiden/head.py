@@ -1,16 +1,16 @@
 """The ``leiden`` clustering head.
 
-It implements scsc's head interface (``init``, ``soft_assign``, ``refresh``, ``loss``, ``predict``) by
-subclassing the built-in Sinkhorn head and replacing only ``init``: the clusters come from Leiden communities
-of the embedding's kNN graph rather than KMeans, and the OT column marginal is their (unequal) sizes.
+It implements scsc's head contract (``scsc.components.base.ClusterHead``) by subclassing the built-in Sinkhorn
+head and replacing only ``init``: the clusters come from Leiden communities of the embedding's kNN graph rather
+than KMeans, handed to the head's public ``start_from``; the OT column marginal is their (unequal) sizes, and
+minibatch training gets each batch's share of them.
 Memory stays linear in the number of cells (a k-nearest-neighbour graph, no N × N matrix).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from scsc.components.cluster import SinkhornHead
 
@@ -93,7 +93,4 @@ class LeidenHead(SinkhornHead):
         labels = partition(x, n_clusters, self.cfg.leiden_resolution, self.seed)
         k = int(labels.max()) + 1
         centers = np.stack([x[labels == c].mean(0) for c in range(k)]).astype(np.float32)
-        self.centroids = nn.Parameter(torch.from_numpy(centers).to(z.device))
-        sizes = np.bincount(labels, minlength=k).astype(np.float64)
-        self.proportions = torch.from_numpy(sizes / sizes.sum()).to(z.device)
-        return labels
+        return self.start_from(z, labels, centers)
