@@ -15,6 +15,7 @@ from .presets import PRESETS, preset_names, preset_variants
 from .runner import Cell, Outcome, ResultsStore, StudyRunner, plan
 from .study import (
     DatasetSpec,
+    ReadOptions,
     Study,
     StudyError,
     Variant,
@@ -36,6 +37,6 @@ def run_study(study: Study, out: str | Path, jobs: int = 1, events=None, reports
     return outcome
 
 
-__all__ = ["PRESETS", "Cell", "DatasetSpec", "Outcome", "ResultsStore", "Study", "StudyError", "StudyRunner",
-           "Variant", "config_hash", "load_study", "plan", "preset_names", "preset_variants", "pretrain_key",
-           "run_study", "study_from_data"]
+__all__ = ["PRESETS", "Cell", "DatasetSpec", "Outcome", "ReadOptions", "ResultsStore", "Study", "StudyError",
+           "StudyRunner", "Variant", "config_hash", "load_study", "plan", "preset_names", "preset_variants",
+           "pretrain_key", "run_study", "study_from_data"]

@@ -349,6 +349,7 @@ class StudyRunner:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> Outcome:
+        """Run every unfinished cell, pretraining first where a checkpoint is missing; rows in study order."""
         self.out.mkdir(parents=True, exist_ok=True)
         # temporary files of a run that was killed while writing (atomic writes never leave a final name)
         for stale in [*self.out.glob(".results.csv.*.tmp*"), *(self.out / "pretrain").glob(".*.tmp*")]:
@@ -356,8 +357,38 @@ class StudyRunner:
         outcome = Outcome(cells=self.cells, rows=[])
         todo = [c for c in self.cells if self.store.finished(c) is None]
         outcome.skipped = len(self.cells) - len(todo)
+        primaries, followers, copies = self._group_identical(todo)
+        pre_tasks, waiting, ready = self._pretrain_tasks(primaries)
+        self.events.planned(len(self.cells), outcome.skipped, len(pre_tasks))
+        for c, earlier in copies:
+            self.store.record(self._copy_row(c, earlier))
+            outcome.copied += 1
+            self.events.finished(self.store.rows[c.key])
+        schedule = _Schedule(self, outcome, pre_queue=list(pre_tasks.values()), waiting=waiting, ready=ready,
+                             followers=followers, by_id={c.label: c for c in primaries})
+        if self.jobs == 0:
+            while True:
+                task = schedule.next_task()
+                if task is None:
+                    break
+                self.events.started(task)
+                schedule.on_result(task, execute(task))
+        else:
+            self._pool_loop(schedule.next_task, schedule.on_result)
 
-        # identical configurations run once; an earlier run's identical result is copied right away
+        outcome.rows = [self.store.rows[c.key] for c in sorted(
+            self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed)) if c.key in self.store.rows]
+        outcome.errors = [r for r in outcome.rows if r["status"] != "ok"]
+        return outcome
+
+    def _group_identical(self, todo: list[Cell]
+                         ) -> tuple[list[Cell], dict[tuple, list[Cell]], list[tuple[Cell, dict[str, str]]]]:
+        """Identical configurations run once; an earlier run's identical result is copied right away.
+
+        Returns:
+            (the cells to run, the cells that take the row of an identical one, by that one's key; the cells
+            whose configuration an earlier run finished, each with that row).
+        """
         primaries: list[Cell] = []
         followers: dict[tuple, list[Cell]] = {}
         first: dict[tuple[str, str], Cell] = {}
@@ -373,12 +404,20 @@ class StudyRunner:
             else:
                 first[ident] = c
                 primaries.append(c)
+        return primaries, followers, copies
 
-        # pretraining: one task per missing checkpoint
+    def _pretrain_tasks(self, cells: list[Cell]
+                        ) -> tuple[dict[Path, dict[str, Any]], dict[Path, list[Cell]], list[Cell]]:
+        """One pretraining task per missing checkpoint.
+
+        Returns:
+            (the task of every missing checkpoint, the cells waiting for each, the cells whose checkpoint
+            exists).
+        """
         pre_tasks: dict[Path, dict[str, Any]] = {}
         waiting: dict[Path, list[Cell]] = {}
         ready: list[Cell] = []
-        for c in primaries:
+        for c in cells:
             ckpt = checkpoint_path(self.out, c)
             if ckpt.is_file():
                 ready.append(c)
@@ -388,80 +427,7 @@ class StudyRunner:
                 pre_tasks[ckpt] = {"kind": "pretrain", "id": f"pretrain {c.dataset.name} seed {c.seed} "
                                    f"[{c.pkey}]", "dataset": c.dataset.to_dict(), "config": c.config.to_dict(),
                                    "checkpoint": str(ckpt), "threads": self.threads}
-        self.events.planned(len(self.cells), outcome.skipped, len(pre_tasks))
-        for c, earlier in copies:
-            self.store.record(self._copy_row(c, earlier))
-            outcome.copied += 1
-            self.events.finished(self.store.rows[c.key])
-        pre_queue = list(pre_tasks.values())
-        by_id = {c.label: c for c in primaries}
-
-        def cell_task(c: Cell) -> dict[str, Any]:
-            return {"kind": "cell", "id": c.label, "dataset": c.dataset.to_dict(), "config": c.config.to_dict(),
-                    "checkpoint": str(checkpoint_path(self.out, c)), "threads": self.threads}
-
-        def on_result(task: dict[str, Any], result: dict[str, Any]) -> None:
-            if task["kind"] == "pretrain":
-                ckpt = Path(task["checkpoint"])
-                cells = waiting.pop(ckpt, [])
-                outcome.pretrained += result["status"] == "ok"
-                if result["status"] == "ok":
-                    meta = {"pretrain_s": result["time_s"], "peak_mem_mb": result["peak_mem_mb"],
-                            "finished_at": _now(), "config": task["config"]}
-                    atomic_write_text(ckpt.with_suffix(".json"), json.dumps(meta, indent=2))
-                    ready.extend(cells)
-                else:
-                    self._save_traceback(task["id"], result.get("traceback", result.get("error", "")))
-                    for c in cells:
-                        fail = {"status": "error", "error": f"pretraining failed: {result.get('error')}",
-                                "time_s": result.get("time_s"), "peak_mem_mb": result.get("peak_mem_mb")}
-                        finish_cell(c, fail)
-                self.events.pretrained(task, result)
-                return
-            finish_cell(by_id[task["id"]], result)
-
-        def finish_cell(c: Cell, result: dict[str, Any]) -> None:
-            meta = checkpoint_path(self.out, c).with_suffix(".json")
-            if meta.is_file() and result.get("pretrain_s") is None:
-                try:
-                    result["pretrain_s"] = json.loads(meta.read_text()).get("pretrain_s")
-                except (OSError, ValueError):
-                    pass
-            if result["status"] != "ok" and result.get("traceback"):
-                self._save_traceback(c.label, result["traceback"])
-            row = self._row(c, result)
-            self.store.record(row)
-            outcome.computed += 1
-            self.events.finished(self.store.rows[c.key])
-            for f in followers.pop(c.key, []):
-                if result["status"] == "ok":
-                    self.store.record(self._copy_row(f, self.store.rows[c.key]))
-                    outcome.copied += 1
-                else:
-                    self.store.record(self._row(f, result, same_as=c.variant.name))
-                self.events.finished(self.store.rows[f.key])
-
-        def next_task() -> dict[str, Any] | None:
-            if pre_queue:
-                return pre_queue.pop(0)
-            if ready:
-                return cell_task(ready.pop(0))
-            return None
-
-        if self.jobs == 0:
-            while True:
-                task = next_task()
-                if task is None:
-                    break
-                self.events.started(task)
-                on_result(task, execute(task))
-        else:
-            self._pool_loop(next_task, on_result)
-
-        outcome.rows = [self.store.rows[c.key] for c in sorted(
-            self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed)) if c.key in self.store.rows]
-        outcome.errors = [r for r in outcome.rows if r["status"] != "ok"]
-        return outcome
+        return pre_tasks, waiting, ready
 
     def _pool_loop(self, next_task: Callable[[], dict[str, Any] | None],
                    on_result: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
@@ -509,3 +475,79 @@ class StudyRunner:
             for proc, _, _ in running.values():
                 proc.join(timeout=10)
             raise
+
+
+@dataclass
+class _Schedule:
+    """The queues of one :meth:`StudyRunner.run` and what becomes of each result.
+
+    Pretraining tasks come first; a cell is ready once its checkpoint exists. When a cell finishes, the cells
+    with the same configuration (its followers) get its row.
+    """
+
+    runner: StudyRunner
+    outcome: Outcome
+    pre_queue: list[dict[str, Any]]
+    waiting: dict[Path, list[Cell]]
+    ready: list[Cell]
+    followers: dict[tuple, list[Cell]]
+    by_id: dict[str, Cell]
+
+    def next_task(self) -> dict[str, Any] | None:
+        """The next task to start (None: nothing can start until a running task finishes)."""
+        if self.pre_queue:
+            return self.pre_queue.pop(0)
+        if self.ready:
+            return self._cell_task(self.ready.pop(0))
+        return None
+
+    def _cell_task(self, c: Cell) -> dict[str, Any]:
+        r = self.runner
+        return {"kind": "cell", "id": c.label, "dataset": c.dataset.to_dict(), "config": c.config.to_dict(),
+                "checkpoint": str(checkpoint_path(r.out, c)), "threads": r.threads}
+
+    def on_result(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+        if task["kind"] == "pretrain":
+            self._pretrained(task, result)
+            return
+        self._finish_cell(self.by_id[task["id"]], result)
+
+    def _pretrained(self, task: dict[str, Any], result: dict[str, Any]) -> None:
+        """Release the cells waiting for this checkpoint, or fail them all when pretraining failed."""
+        ckpt = Path(task["checkpoint"])
+        cells = self.waiting.pop(ckpt, [])
+        self.outcome.pretrained += result["status"] == "ok"
+        if result["status"] == "ok":
+            meta = {"pretrain_s": result["time_s"], "peak_mem_mb": result["peak_mem_mb"],
+                    "finished_at": _now(), "config": task["config"]}
+            atomic_write_text(ckpt.with_suffix(".json"), json.dumps(meta, indent=2))
+            self.ready.extend(cells)
+        else:
+            self.runner._save_traceback(task["id"], result.get("traceback", result.get("error", "")))
+            for c in cells:
+                fail = {"status": "error", "error": f"pretraining failed: {result.get('error')}",
+                        "time_s": result.get("time_s"), "peak_mem_mb": result.get("peak_mem_mb")}
+                self._finish_cell(c, fail)
+        self.runner.events.pretrained(task, result)
+
+    def _finish_cell(self, c: Cell, result: dict[str, Any]) -> None:
+        """Record the cell's row (with its checkpoint's pretraining time), then its followers'."""
+        r = self.runner
+        meta = checkpoint_path(r.out, c).with_suffix(".json")
+        if meta.is_file() and result.get("pretrain_s") is None:
+            try:
+                result["pretrain_s"] = json.loads(meta.read_text()).get("pretrain_s")
+            except (OSError, ValueError):
+                pass
+        if result["status"] != "ok" and result.get("traceback"):
+            r._save_traceback(c.label, result["traceback"])
+        r.store.record(r._row(c, result))
+        self.outcome.computed += 1
+        r.events.finished(r.store.rows[c.key])
+        for f in self.followers.pop(c.key, []):
+            if result["status"] == "ok":
+                r.store.record(r._copy_row(f, r.store.rows[c.key]))
+                self.outcome.copied += 1
+            else:
+                r.store.record(r._row(f, result, same_as=c.variant.name))
+            r.events.finished(r.store.rows[f.key])

@@ -177,6 +177,8 @@ def pretrain_key(cfg: RunConfig) -> str:
     """
     d = cfg.to_dict()
     part = {s: d.get(s, {}) for s in PRETRAIN_SECTIONS}
+    if d.get("plugin"):  # a plugin encoder's settings change pretraining (other plugins' only split sharing)
+        part["plugin"] = d["plugin"]
     for dotted in PRETRAIN_KEYS:
         node: Any = d
         for p in dotted.split("."):
@@ -265,6 +267,20 @@ def check_key(dotted: str) -> str | None:
     """Why ``dotted`` is not a settable RunConfig key (``None`` when it is)."""
     parts = dotted.split(".")
     obj: Any = RunConfig()
+    if parts[0] == "plugin":  # plugin sections: the registered section's dataclass decides
+        if len(parts) < 3:
+            return f"{dotted!r} is a section; name a key inside it (e.g. plugin.<section>.<key>)"
+        try:
+            obj = obj.section(parts[1])
+        except ScscError as exc:
+            return str(exc).split(": ", 1)[-1]
+        parts = parts[2:]
+        prefix = f"plugin.{dotted.split('.')[1]}"
+        for i, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(obj)]
+            if part not in names or i < len(parts) - 1:
+                return f"unknown key {'.'.join(parts)!r} in section [{prefix}] (valid: {', '.join(names)})"
+        return None
     for i, part in enumerate(parts):
         names = [f.name for f in dataclasses.fields(obj)]
         section = ".".join(parts[:i])
@@ -319,19 +335,27 @@ def load_study(path: str | Path, *, preset: str | None = None, seeds: list[int] 
                        registry=registry)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How :func:`study_from_data` reads its data files (as ``scsc.read`` with these arguments)."""
+
+    layer: str | None = None
+    label_key: str | None = None
+    transpose: bool = False
+
+
 def study_from_data(paths: list[str | Path], *, preset: str = "paper", seeds: list[int] | None = None,
-                    sets: list[str] | None = None, epochs: int | None = None, layer: str | None = None,
-                    label_key: str | None = None, transpose: bool = False, n_clusters: int | None = None,
-                    registry=None) -> Study:
-    """A study of a preset's variants on data files named on the command line."""
+                    sets: list[str] | None = None, epochs: int | None = None, n_clusters: int | None = None,
+                    read: ReadOptions = ReadOptions(), registry=None) -> Study:
+    """A study of a preset's variants on data files named on the command line, read as ``read`` says."""
     datasets: list[Any] = []
     for p in paths:
         entry: dict[str, Any] = {"path": str(p)}
-        if layer:
-            entry["layer"] = layer
-        if label_key:
-            entry["label_key"] = label_key
-        if transpose:
+        if read.layer:
+            entry["layer"] = read.layer
+        if read.label_key:
+            entry["label_key"] = read.label_key
+        if read.transpose:
             entry["transpose"] = True
         if n_clusters is not None:
             entry["n_clusters"] = n_clusters
@@ -440,7 +464,10 @@ def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _L
 def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, preset: str | None = None,
                 seeds: list[int] | None = None, sets: list[str] | None = None, epochs: int | None = None,
                 registry=None) -> Study:
-    """Validate a parsed study dict (see the module docstring) into a :class:`Study`."""
+    """Validate a parsed study dict (see the module docstring) into a :class:`Study`.
+
+    Every problem is collected first and reported at once (:class:`StudyError`), in the order of the checks.
+    """
     from ..plugins import get_registry
 
     registry = registry or get_registry()
@@ -451,9 +478,27 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
     for key in data:
         if key not in TOP_KEYS:
             problems.add(lines.key(key), f"unknown top-level key {key!r}; valid: {', '.join(TOP_KEYS)}")
+    datasets = _datasets(data.get("datasets"), base_dir, lines, problems)
+    study_seeds = _seeds(seeds if seeds is not None else data.get("seeds", [0]), lines, problems)
+    base = _base_config(data.get("base", {}), sets, epochs, registry, lines, problems)
+    variants = _variants(data, preset or data.get("preset"), registry, lines, problems)
+    # every cell must build into a valid config
+    for v in variants:
+        try:
+            cfg = v.apply(base.copy())
+            for kind in COMPONENT_KEYS:
+                registry.get(kind, getattr(cfg.components, kind))
+        except ScscError as exc:
+            problems.add(None, f"variant {v.name!r}: {exc}")
+    baseline = _baseline(data.get("baseline"), variants, lines, problems)
+    problems.raise_if_any()
+    title = str(data.get("title") or (source.stem if source else "ablation study"))
+    return Study(datasets=datasets, seeds=study_seeds, variants=variants, base=base, baseline=baseline,
+                 title=title, source=source)
 
-    # datasets
-    raw_ds = data.get("datasets")
+
+def _datasets(raw_ds: Any, base_dir: Path | None, lines: _Lines, problems: _Problems) -> list[DatasetSpec]:
+    """The valid entries of ``datasets`` (a path, a table or a list of them); names must be distinct."""
     datasets: list[DatasetSpec] = []
     if isinstance(raw_ds, (str, dict)):
         raw_ds = [raw_ds]
@@ -469,9 +514,11 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.add(lines.key("datasets"), f"two datasets are named {dup!r}; give them distinct names "
                                             "({ path = \"...\", name = \"...\" })")
+    return datasets
 
-    # seeds
-    raw_seeds = seeds if seeds is not None else data.get("seeds", [0])
+
+def _seeds(raw_seeds: Any, lines: _Lines, problems: _Problems) -> list[int]:
+    """The study's seeds (an integer or a list of non-negative integers), repeats dropped."""
     if isinstance(raw_seeds, int) and not isinstance(raw_seeds, bool):
         raw_seeds = [raw_seeds]
     if (not isinstance(raw_seeds, list) or not raw_seeds
@@ -480,11 +527,13 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
         raw_seeds = []
     elif len(set(raw_seeds)) != len(raw_seeds):
         problems.add(lines.key("seeds"), f"seeds: {raw_seeds!r} repeats a seed")
-    study_seeds = [int(s) for s in dict.fromkeys(raw_seeds)]
+    return [int(s) for s in dict.fromkeys(raw_seeds)]
 
-    # base config
+
+def _base_config(raw_base: Any, sets: list[str] | None, epochs: int | None, registry, lines: _Lines,
+                 problems: _Problems) -> RunConfig:
+    """The base config: defaults, the study's [base] tables, then the command line's ``sets``, ``epochs``."""
     base = RunConfig()
-    raw_base = data.get("base", {})
     if not isinstance(raw_base, dict):
         problems.add(lines.key("base"), "base: expected a table of config sections ([base.cluster] ...)")
         raw_base = {}
@@ -508,9 +557,12 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
             registry.get(kind, getattr(base.components, kind))
         except ScscError as exc:
             problems.add(lines.base(getattr(base.components, kind)), f"[base] {exc}")
+    return base
 
-    # variants: the preset's first, then the file's own
-    preset_name = preset or data.get("preset")
+
+def _variants(data: dict[str, Any], preset_name: str | None, registry, lines: _Lines, problems: _Problems
+              ) -> list[Variant]:
+    """The valid variants with distinct names: the preset's first, then the file's own."""
     raw_variants: list[tuple[Any, bool, int]] = []
     if preset_name is not None:
         if preset_name not in PRESETS:
@@ -534,26 +586,17 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
                          f"variant name {v.name!r} is used twice")
             continue
         variants.append(v)
+    return variants
 
-    # every cell must build into a valid config
-    for v in variants:
-        try:
-            cfg = v.apply(base.copy())
-            for kind in COMPONENT_KEYS:
-                registry.get(kind, getattr(cfg.components, kind))
-        except ScscError as exc:
-            problems.add(None, f"variant {v.name!r}: {exc}")
 
-    baseline = data.get("baseline")
+def _baseline(baseline: Any, variants: list[Variant], lines: _Lines, problems: _Problems) -> str:
+    """The variant the summary compares against: ``baseline``, else ``full model``, else the first."""
     if baseline is not None and not any(v.name == baseline for v in variants):
         problems.add(lines.key("baseline"), f"baseline {baseline!r} is not a variant name "
                                             f"(variants: {', '.join(v.name for v in variants)})")
     if baseline is None:
         baseline = next((v.name for v in variants if v.name == FULL), variants[0].name if variants else "")
-    problems.raise_if_any()
-    title = str(data.get("title") or (source.stem if source else "ablation study"))
-    return Study(datasets=datasets, seeds=study_seeds, variants=variants, base=base, baseline=baseline,
-                 title=title, source=source)
+    return baseline
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

@@ -10,11 +10,25 @@ The command line is ``scsc annotate`` (docs/annotate.md).
 """
 
 from ._common import CLUSTER_KEY, check_clustered, has_gene_names, log_normalize, read_result
-from .celltype import UNASSIGNED, Annotation, annotate_clusters, match_marker_sets, read_marker_sets
+from .celltype import (
+    UNASSIGNED,
+    Annotation,
+    AnnotationOptions,
+    annotate_clusters,
+    match_marker_sets,
+    read_marker_sets,
+)
 from .markers import MARKER_COLUMNS, METHODS, find_markers, top_markers
-from .reference import ReferenceClassifier, Transfer, cross_validate, shared_genes, transfer_labels
+from .reference import (
+    ClassifierOptions,
+    ReferenceClassifier,
+    Transfer,
+    cross_validate,
+    shared_genes,
+    transfer_labels,
+)
 
-__all__ = ["CLUSTER_KEY", "MARKER_COLUMNS", "METHODS", "UNASSIGNED", "Annotation", "ReferenceClassifier",
-           "Transfer", "annotate_clusters", "check_clustered", "cross_validate", "find_markers",
-           "has_gene_names", "log_normalize", "match_marker_sets", "read_marker_sets", "read_result",
-           "shared_genes", "top_markers", "transfer_labels"]
+__all__ = ["CLUSTER_KEY", "MARKER_COLUMNS", "METHODS", "UNASSIGNED", "Annotation", "AnnotationOptions",
+           "ClassifierOptions", "ReferenceClassifier", "Transfer", "annotate_clusters", "check_clustered",
+           "cross_validate", "find_markers", "has_gene_names", "log_normalize", "match_marker_sets",
+           "read_marker_sets", "read_result", "shared_genes", "top_markers", "transfer_labels"]

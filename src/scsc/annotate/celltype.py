@@ -192,41 +192,52 @@ class Annotation:
         return int(sum(len(v) for v in self.missing.values()))
 
 
+@dataclass(frozen=True)
+class AnnotationOptions:
+    """Rarely changed settings of :func:`annotate_clusters`.
+
+    Attributes:
+        n_top: top up-regulated markers per cluster (log2 fold change > 0, adjusted p < ``alpha`` where
+            the method gives p-values) used for the enrichment test.
+        alpha: significance level of the enrichment (BH-adjusted over all cluster × type pairs).
+        key_added: obs column that receives the cell types (and ``key_added + "_confidence"``).
+        seed: random state of the control genes of the per-cell set scores (and of the marker test).
+    """
+
+    n_top: int = 100
+    alpha: float = 0.05
+    key_added: str = "scsc_cell_type"
+    seed: int = 0
+
+
 def annotate_clusters(
     adata: ad.AnnData,
     marker_sets: dict[str, list[str]] | str | Path,
     cluster_key: str = CLUSTER_KEY,
     *,
     markers: pd.DataFrame | None = None,
-    n_top: int = 100,
     min_confidence: float = 0.5,
-    alpha: float = 0.05,
     layer: str | None = None,
     lognorm: ad.AnnData | None = None,
-    key_added: str = "scsc_cell_type",
-    seed: int = 0,
+    options: AnnotationOptions = AnnotationOptions(),
 ) -> Annotation:
     """Assign a cell type to every cluster of ``adata`` from marker gene sets.
 
     Args:
         adata: N cells × G genes with gene names, raw counts in ``X`` (or ``layers[layer]``) and clusters
-            in ``obs[cluster_key]``. Changed in place: ``obs[key_added]`` (categorical cell type per cell,
-            ``unassigned`` for low-confidence clusters), ``obs[key_added + "_confidence"]``,
+            in ``obs[cluster_key]``. Changed in place: ``obs[options.key_added]`` (categorical cell type per
+            cell, ``unassigned`` for low-confidence clusters), ``obs[options.key_added + "_confidence"]``,
             ``obsm["scsc_marker_scores"]`` (N × T per-cell set scores) and ``uns["scsc_annotation"]``.
         marker_sets: cell type → genes, or a marker file (see :func:`read_marker_sets`).
         markers: a :func:`scsc.annotate.find_markers` table for the same clusters (computed with Wilcoxon
             when None).
-        n_top: top up-regulated markers per cluster (log2 fold change > 0, adjusted p < ``alpha`` where
-            the method gives p-values) used for the enrichment test.
         min_confidence: clusters whose confidence (fraction of their cells voting for the best type) is
             below this are ``unassigned``.
-        alpha: significance level of the enrichment (BH-adjusted over all cluster × type pairs).
+        options: enrichment (``n_top``, ``alpha``), output column and seed (:class:`AnnotationOptions`).
 
     Returns:
         An :class:`Annotation` (tables for ``annotation.csv`` and friends; missing marker genes).
     """
-    from scipy.stats import hypergeom
-
     if not isinstance(marker_sets, dict):
         marker_sets = read_marker_sets(marker_sets)
     check_clustered(adata, cluster_key, layer)
@@ -236,6 +247,38 @@ def annotate_clusters(
     genes_table, missing = match_marker_sets(marker_sets, adata.var_names)
     if lognorm is None:
         lognorm, _ = log_normalize(adata, layer)
+    used, n_universe = _usable_genes(marker_sets, genes_table, lognorm)
+    types = [t for t in marker_sets if used[t]]
+    if markers is None:
+        from .markers import find_markers
+
+        markers = find_markers(adata, cluster_key, lognorm=lognorm, n_genes=options.n_top, key_added=None,
+                               seed=options.seed)
+    groups = cluster_labels(adata, cluster_key)
+    cell_scores, votes = _cell_scores(lognorm, np.asarray(groups.codes), types, used, options.seed)
+    cell_df = pd.DataFrame(cell_scores, index=adata.obs_names, columns=types)
+    tops = {str(c): _top_genes(markers, str(c), options.n_top, options.alpha) for c in groups.categories}
+    scores = _score_table(groups, tops, cell_scores, votes, types, used, marker_sets, n_universe)
+    clusters = pd.DataFrame([_call_cluster(scores[scores["cluster"] == str(c)], min_confidence, options.alpha)
+                             for c in groups.categories])
+    _label_cells(adata, groups, clusters, cell_df, options.key_added)
+    adata.uns["scsc_annotation"] = {
+        "cluster_key": cluster_key, "min_confidence": float(min_confidence), "alpha": float(options.alpha),
+        "n_top": int(options.n_top), "cell_types": types,
+        "missing_genes": {t: list(v) for t, v in missing.items()},
+        "sets_without_genes": [t for t in marker_sets if not used[t]],
+    }
+    return Annotation(clusters=clusters, scores=scores, cell_scores=cell_df, genes=genes_table,
+                      missing=missing)
+
+
+def _usable_genes(marker_sets: dict[str, list[str]], genes_table: pd.DataFrame, lognorm: ad.AnnData
+                  ) -> tuple[dict[str, list[str]], int]:
+    """The data genes of every set that are expressed in some cell, and the number of expressed genes.
+
+    The expressed genes are the universe of the enrichment test; raises :class:`InputError` when no set keeps
+    a gene.
+    """
     expressed = np.asarray((lognorm.X > 0).sum(axis=0)).ravel() > 0
     universe = set(lognorm.var_names[expressed])
     used = {t: list(dict.fromkeys(genes_table.loc[(genes_table.cell_type == t) & genes_table.found,
@@ -245,75 +288,98 @@ def annotate_clusters(
     if not any(used.values()):
         raise InputError("none of the marker genes is expressed in the data "
                          f"({len(genes_table)} genes in {len(marker_sets)} sets; check species and naming)")
-    types = [t for t in marker_sets if used[t]]
-    if markers is None:
-        from .markers import find_markers
+    return used, len(universe)
 
-        markers = find_markers(adata, cluster_key, lognorm=lognorm, n_genes=n_top, key_added=None, seed=seed)
 
-    groups = cluster_labels(adata, cluster_key)
-    codes = np.asarray(groups.codes)
+def _cell_scores(lognorm: ad.AnnData, codes: np.ndarray, types: list[str], used: dict[str, list[str]],
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell set scores (N × T, NaN for cells without cluster) and each cell's vote (N,).
+
+    A cell votes for the column of its highest score when that score is positive, else -1 (as do cells
+    without cluster).
+    """
     has_cluster = codes >= 0
-    # Per-cell set scores (N × T).
-    cell_scores = np.full((adata.n_obs, len(types)), np.nan)
+    cell_scores = np.full((len(codes), len(types)), np.nan)
     sub = lognorm[has_cluster].copy() if not has_cluster.all() else lognorm
     for j, t in enumerate(types):
         cell_scores[has_cluster, j] = _set_score(sub, used[t], seed)
-    cell_df = pd.DataFrame(cell_scores, index=adata.obs_names, columns=types)
-
     valid = cell_scores[has_cluster]
     best_cell = np.where(np.nanmax(valid, axis=1) > 0, np.nanargmax(valid, axis=1), -1)
-    votes_all = np.full(adata.n_obs, -1)
-    votes_all[has_cluster] = best_cell
+    votes = np.full(len(codes), -1)
+    votes[has_cluster] = best_cell
+    return cell_scores, votes
 
-    # Enrichment of each set among each cluster's top markers.
-    M = len(universe)
+
+def _top_genes(markers: pd.DataFrame, cluster: str, n_top: int, alpha: float) -> list[str]:
+    """The first ``n_top`` up-regulated markers of ``cluster`` (significant ones where there are p-values)."""
+    top = markers[(markers["cluster"].astype(str) == cluster) & (markers["log2_fold_change"] > 0)]
+    if top["pval_adj"].notna().any():
+        top = top[top["pval_adj"] < alpha]
+    return top.sort_values("rank")["gene"].head(n_top).tolist()
+
+
+def _score_table(groups: pd.Categorical, tops: dict[str, list[str]], cell_scores: np.ndarray,
+                 votes: np.ndarray, types: list[str], used: dict[str, list[str]],
+                 marker_sets: dict[str, list[str]], n_universe: int) -> pd.DataFrame:
+    """One row per cluster × cell type: mean set score, vote fraction and enrichment among the top markers.
+
+    The hypergeometric p-values are BH-adjusted over all rows (``enrichment_padj``).
+    """
+    from scipy.stats import hypergeom
+
+    codes = np.asarray(groups.codes)
     rows = []
     for c_idx, c in enumerate(groups.categories):
         in_c = codes == c_idx
         n_c = int(in_c.sum())
-        top = markers[(markers["cluster"].astype(str) == str(c)) & (markers["log2_fold_change"] > 0)]
-        if top["pval_adj"].notna().any():
-            top = top[top["pval_adj"] < alpha]
-        top_genes = top.sort_values("rank")["gene"].head(n_top).tolist()
+        top_genes = tops[str(c)]
         for j, t in enumerate(types):
             s = set(used[t])
             hits = [g for g in top_genes if g in s]
-            p = float(hypergeom.sf(len(hits) - 1, M, len(s), len(top_genes))) if top_genes else 1.0
+            p = float(hypergeom.sf(len(hits) - 1, n_universe, len(s), len(top_genes))) if top_genes else 1.0
             rows.append({"cluster": str(c), "cell_type": t, "n_cells": n_c,
                          "mean_score": float(np.mean(cell_scores[in_c, j])) if n_c else np.nan,
-                         "vote_fraction": float(np.mean(votes_all[in_c] == j)) if n_c else 0.0,
+                         "vote_fraction": float(np.mean(votes[in_c] == j)) if n_c else 0.0,
                          "set_size": len(marker_sets[t]), "genes_in_data": len(s),
                          "top_markers": len(top_genes),
                          "overlap": len(hits), "overlap_genes": ";".join(hits), "enrichment_p": min(p, 1.0)})
     scores = pd.DataFrame(rows)
     scores["enrichment_padj"] = _bh(scores["enrichment_p"].to_numpy())
+    return scores
 
-    out_rows = []
-    for c in groups.categories:
-        part = scores[scores["cluster"] == str(c)].sort_values("mean_score", ascending=False,
-                                                               na_position="last")
-        best = part.iloc[0]
-        second = part.iloc[1] if len(part) > 1 else None
-        conf = float(best["vote_fraction"])
-        reasons = []
-        if conf < min_confidence:
-            reasons.append(f"confidence {conf:.2f} < {min_confidence:g}")
-        if not best["enrichment_padj"] < alpha:
-            reasons.append(f"{best['cell_type']} markers not enriched among the top markers "
-                           f"(adj. p {best['enrichment_padj']:.2g})")
-        out_rows.append({
-            "cluster": str(c), "n_cells": int(best["n_cells"]),
-            "cell_type": UNASSIGNED if reasons else best["cell_type"], "best_match": best["cell_type"],
-            "confidence": conf, "mean_score": float(best["mean_score"]), "overlap": int(best["overlap"]),
-            "overlap_genes": best["overlap_genes"], "enrichment_p": float(best["enrichment_p"]),
-            "enrichment_padj": float(best["enrichment_padj"]),
-            "second_best": "" if second is None else second["cell_type"],
-            "second_confidence": np.nan if second is None else float(second["vote_fraction"]),
-            "reason": "; ".join(reasons),
-        })
-    clusters = pd.DataFrame(out_rows)
 
+def _call_cluster(part: pd.DataFrame, min_confidence: float, alpha: float) -> dict:
+    """The ``annotation.csv`` row of one cluster from its rows of the score table.
+
+    The best type is the one with the highest mean score; the cluster stays ``unassigned`` (with the reasons)
+    when too few cells vote for it or its markers are not enriched.
+    """
+    part = part.sort_values("mean_score", ascending=False, na_position="last")
+    best = part.iloc[0]
+    second = part.iloc[1] if len(part) > 1 else None
+    conf = float(best["vote_fraction"])
+    reasons = []
+    if conf < min_confidence:
+        reasons.append(f"confidence {conf:.2f} < {min_confidence:g}")
+    if not best["enrichment_padj"] < alpha:
+        reasons.append(f"{best['cell_type']} markers not enriched among the top markers "
+                       f"(adj. p {best['enrichment_padj']:.2g})")
+    return {
+        "cluster": str(best["cluster"]), "n_cells": int(best["n_cells"]),
+        "cell_type": UNASSIGNED if reasons else best["cell_type"], "best_match": best["cell_type"],
+        "confidence": conf, "mean_score": float(best["mean_score"]), "overlap": int(best["overlap"]),
+        "overlap_genes": best["overlap_genes"], "enrichment_p": float(best["enrichment_p"]),
+        "enrichment_padj": float(best["enrichment_padj"]),
+        "second_best": "" if second is None else second["cell_type"],
+        "second_confidence": np.nan if second is None else float(second["vote_fraction"]),
+        "reason": "; ".join(reasons),
+    }
+
+
+def _label_cells(adata: ad.AnnData, groups: pd.Categorical, clusters: pd.DataFrame, cell_df: pd.DataFrame,
+                 key_added: str) -> None:
+    """Write each cell's cluster type and confidence to ``obs`` and the N × T set scores to ``obsm``."""
+    codes = np.asarray(groups.codes)
     assigned = dict(zip(clusters["cluster"], clusters["cell_type"]))
     confidence = dict(zip(clusters["cluster"], clusters["confidence"]))
     labels = np.array([assigned[str(groups.categories[k])] if k >= 0 else None for k in codes], dtype=object)
@@ -324,14 +390,6 @@ def annotate_clusters(
     adata.obs[f"{key_added}_confidence"] = np.array(
         [confidence[str(groups.categories[k])] if k >= 0 else np.nan for k in codes], dtype=np.float32)
     adata.obsm["scsc_marker_scores"] = cell_df
-    adata.uns["scsc_annotation"] = {
-        "cluster_key": cluster_key, "min_confidence": float(min_confidence), "alpha": float(alpha),
-        "n_top": int(n_top), "cell_types": types,
-        "missing_genes": {t: list(v) for t, v in missing.items()},
-        "sets_without_genes": [t for t in marker_sets if not used[t]],
-    }
-    return Annotation(clusters=clusters, scores=scores, cell_scores=cell_df, genes=genes_table,
-                      missing=missing)
 
 
 def _set_score(lognorm: ad.AnnData, genes: list[str], seed: int) -> np.ndarray:

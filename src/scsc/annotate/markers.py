@@ -79,23 +79,47 @@ def find_markers(
         (fraction of cells with a non-zero count in / outside the cluster). Its ``attrs`` hold
         ``n_genes_tested`` and ``single_cell_clusters`` (clusters left out: one cell cannot be tested).
     """
-    import scanpy as sc
-
     if method not in METHODS:
         raise ConfigError(f"unknown marker method {method!r}; choose one of {', '.join(METHODS)}")
     check_clustered(adata, cluster_key, layer)
     if lognorm is None:
         lognorm, _ = log_normalize(adata, layer)
     sub, testable, single = prepare_groups(lognorm, cluster_key)
+    rgg = _rank_genes(sub, testable, single, method, seed)
+    table = _marker_table(rgg, sub, testable, pd.Index(adata.var_names), method)
+    if n_genes:
+        table = table[table["rank"] <= n_genes].reset_index(drop=True)
+    table["cluster"] = pd.Categorical(table["cluster"], categories=testable)
+    table = table[MARKER_COLUMNS]
+    if key_added:
+        adata.uns[key_added] = _scanpy_dict(table, method, cluster_key)
+    table.attrs["n_genes_tested"] = int(sub.n_vars)
+    table.attrs["single_cell_clusters"] = single
+    table.attrs["method"] = method
+    return table
+
+
+def _rank_genes(sub: ad.AnnData, testable: list[str], single: list[str], method: str, seed: int) -> dict:
+    """scanpy's ``rank_genes_groups`` dict: every testable cluster against the rest, all G' genes ranked."""
+    import scanpy as sc
+
     kwds = {"max_iter": 1000, "random_state": seed} if method == "logreg" else {}
     if method == "wilcoxon":
         kwds["tie_correct"] = True
     sc.tl.rank_genes_groups(sub, _GROUP, groups=testable if single else "all", reference="rest",
                             method=METHODS[method], n_genes=sub.n_vars, use_raw=False, key_added="rgg",
                             **kwds)
-    rgg = sub.uns["rgg"]
+    return sub.uns["rgg"]
+
+
+def _marker_table(rgg: dict, sub: ad.AnnData, testable: list[str], var_names: pd.Index, method: str
+                  ) -> pd.DataFrame:
+    """Every ranked gene of every testable cluster (K × G' rows, ``MARKER_COLUMNS``) with its statistics.
+
+    ``gene_index`` is the gene's column in ``var_names`` (the caller's genes, not only the expressed ones).
+    """
     names = rgg["names"]
-    col_index = pd.Index(adata.var_names).get_indexer(sub.var_names)
+    col_index = var_names.get_indexer(sub.var_names)
     pos = {g: i for i, g in enumerate(sub.var_names)}
     x = sp.csr_matrix(sub.X)
     grp = sub.obs[_GROUP].to_numpy()
@@ -118,17 +142,7 @@ def find_markers(
             "gene_index": col_index[idx], "score": scores, "log2_fold_change": lfc[idx], "pval": pvals,
             "pval_adj": padj, "pct_in": pin[idx], "pct_out": pout[idx],
         }))
-    table = pd.concat(frames, ignore_index=True)
-    if n_genes:
-        table = table[table["rank"] <= n_genes].reset_index(drop=True)
-    table["cluster"] = pd.Categorical(table["cluster"], categories=testable)
-    table = table[MARKER_COLUMNS]
-    if key_added:
-        adata.uns[key_added] = _scanpy_dict(table, method, cluster_key)
-    table.attrs["n_genes_tested"] = int(sub.n_vars)
-    table.attrs["single_cell_clusters"] = single
-    table.attrs["method"] = method
-    return table
+    return pd.concat(frames, ignore_index=True)
 
 
 def _binary_logreg(rgg: dict, testable: list[str], x: sp.csr_matrix, grp: np.ndarray, pos: dict

@@ -152,17 +152,29 @@ class Transfer:
     model: ReferenceClassifier
 
 
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """Sizes of the reference pipeline of :func:`transfer_labels` (module docstring).
+
+    Attributes:
+        n_hvg: highly variable genes of the reference (among the shared genes) the classifier uses.
+        n_pcs: PCA components fitted on the reference.
+    """
+
+    n_hvg: int = 2000
+    n_pcs: int = 50
+
+
 def transfer_labels(
     query: ad.AnnData,
     reference: ad.AnnData,
     key: str = "cell_type",
     *,
     layer: str | None = None,
-    n_hvg: int = 2000,
-    n_pcs: int = 50,
     min_probability: float = 0.0,
     key_added: str = TRANSFER_KEY,
     seed: int = 0,
+    classifier: ClassifierOptions = ClassifierOptions(),
 ) -> Transfer:
     """Train a classifier on ``reference`` (labels in ``obs[key]``) and label every cell of ``query``.
 
@@ -171,9 +183,8 @@ def transfer_labels(
             Changed in place: ``obs[key_added]`` (categorical predicted type), ``obs[key_added + "_prob"]``
             (its probability) and ``obsm[key_added + "_proba"]`` (N × C DataFrame).
         reference: R cells × G' genes, raw counts (or log-normalised) in ``X``, types in ``obs[key]``.
-        n_hvg: highly variable genes of the reference (among the shared genes) the classifier uses.
-        n_pcs: PCA components fitted on the reference.
         min_probability: cells whose best probability is below this are ``unassigned``.
+        classifier: highly variable genes and PCA components of the pipeline (:class:`ClassifierOptions`).
 
     Returns:
         A :class:`Transfer`.
@@ -185,7 +196,8 @@ def transfer_labels(
     rx = sp.csr_matrix(reference.X)[:, ri]
     r_counts = looks_like_counts(ad.AnnData(X=rx))
     q_counts = looks_like_counts(ad.AnnData(X=qx))
-    model = fit_classifier(rx, y, genes, r_counts, n_hvg=n_hvg, n_pcs=n_pcs, seed=seed)
+    model = fit_classifier(rx, y, genes, r_counts, n_hvg=classifier.n_hvg, n_pcs=classifier.n_pcs,
+                           seed=seed)
     proba = model.predict_proba(qx, q_counts)
     best = proba.argmax(axis=1)
     prob = proba[np.arange(len(best)), best]

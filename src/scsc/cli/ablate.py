@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.markup import escape
 
 from .app import app, console, err_console, print_json, user_errors
 from .data import LABEL_KEY, LAYER, TRANSPOSE
+
+if TYPE_CHECKING:  # the CLI imports the pipeline lazily, only when a command runs
+    from ..ablate import Outcome, Study, StudyRunner
 
 
 class _Progress:
@@ -73,7 +76,7 @@ class _Progress:
 def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, label_key, transpose):
     from ..ablate import load_study, study_from_data
     from ..ablate.presets import PRESETS
-    from ..ablate.study import parse_seeds
+    from ..ablate.study import ReadOptions, parse_seeds
     from ..errors import ConfigError
 
     seed_list = parse_seeds(seeds)
@@ -90,8 +93,9 @@ def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, l
         if preset is None:
             raise ConfigError(f"{targets[0]}: not a study file (.toml); to ablate a data file directly name a "
                               f"preset, e.g. --preset paper (presets: {', '.join(PRESETS)})")
+        read = ReadOptions(layer=layer, label_key=label_key, transpose=transpose)
         study = study_from_data(list(targets), preset=preset, seeds=seed_list, sets=sets, epochs=epochs,
-                                layer=layer, label_key=label_key, transpose=transpose, n_clusters=n_clusters)
+                                n_clusters=n_clusters, read=read)
         default_out = Path(f"{targets[0].name.split('.')[0]}_ablate")
     return study, default_out
 
@@ -134,9 +138,7 @@ def ablate(
     OUT/results.csv as they complete, so an interrupted study resumes where it stopped. A failing cell is
     recorded (status=error) and the others go on; the exit code is then 1.
     """
-    from ..ablate import StudyRunner, plan
-    from ..ablate.report import rich_tables, write_reports
-    from ..data.io import atomic_write_text
+    from ..ablate import StudyRunner
 
     study, default_out = _load(targets, preset, seeds, sets, epochs, n_clusters, layer, label_key, transpose)
     out = out or default_out
@@ -149,10 +151,20 @@ def ablate(
     if dry_run:
         _show_plan(study, runner, out, as_json)
         return
+    outcome = _run(study, runner, out, jobs, show=not (quiet or as_json))
+    _report(study, outcome, out, as_json, quiet)
+
+
+def _run(study: Study, runner: StudyRunner, out: Path, jobs: int, show: bool) -> Outcome:
+    """Run the study into ``out`` (its resolved study.toml first) with progress; the runner's Outcome.
+
+    Ctrl-C ends the command with code 130 after saying how to resume (finished cells are already recorded).
+    """
+    from ..ablate import plan
+    from ..data.io import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.toml", study.to_toml())
-    show = not (quiet or as_json)
     if show:
         n = len(plan(study))
         err_console.print(f"[bold]scsc ablate[/] {escape(study.title)}: {len(study.variants)} variants × "
@@ -161,12 +173,17 @@ def ablate(
     try:
         with _Progress(show) as events:
             runner.events = events
-            outcome = runner.run()
+            return runner.run()
     except KeyboardInterrupt:
         done = sum(1 for c in runner.cells if runner.store.finished(c))
         err_console.print(f"[yellow]interrupted[/]: {done} of {len(runner.cells)} cells are recorded in "
                           f"{escape(str(out / 'results.csv'))}; run the same command again to resume")
         raise typer.Exit(code=130) from None
+
+
+def _report(study: Study, outcome: Outcome, out: Path, as_json: bool, quiet: bool) -> None:
+    """Write summary.md and ablation.png from the rows and show them; exit code 1 when a cell failed."""
+    from ..ablate.report import rich_tables, write_reports
 
     summary = write_reports(study, outcome.rows, out)
     if as_json:

@@ -39,6 +39,16 @@ DISTRIBUTED = typer.Option(
          "See docs/distributed.md.")
 
 
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc).")
+N_CLUSTERS = typer.Option(
+    "auto", "--n-clusters", "-k",
+    help="Number of clusters: auto (estimated from the pretrained embedding: Leiden communities merged until "
+         "every pair is separated in the cell graph; the choice, runner-ups and score are printed and "
+         "plotted in k_selection.png), a number (8), or several from one pretraining: a list (6,8,10) or "
+         "a range (5:15) → obs scsc_cluster_k6, …; scsc_cluster holds the one the estimate prefers.")
+PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pretrain (skips pretraining).")
+
+
 def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -> RunConfig:
     """Config file, then ``--set`` overrides, then explicit options (those not None)."""
     from ..api import check_device
@@ -126,7 +136,7 @@ def _read(path: Path, layer, label_key, transpose):
 @holds_out_lock
 def pretrain(
     data: Path = FILE,
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
+    out: Path = OUT,
     config: Optional[Path] = CONFIG,
     sets: Optional[list[str]] = SET,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder component (see scsc components)."),
@@ -180,20 +190,14 @@ def pretrain(
 @holds_out_lock
 def cluster(
     data: Path = FILE,
-    out: Path = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc)."),
-    n_clusters: str = typer.Option(
-        "auto", "--n-clusters", "-k",
-        help="Number of clusters: auto (estimated from the pretrained embedding: Leiden communities merged until "
-             "every pair is separated in the cell graph; the choice, runner-ups and score are printed and "
-             "plotted in k_selection.png), a number (8), or several from one pretraining: a list (6,8,10) or "
-             "a range (5:15) → obs scsc_cluster_k6, …; scsc_cluster holds the one the estimate prefers."),
+    out: Path = OUT,
+    n_clusters: str = N_CLUSTERS,
     augment: Optional[str] = typer.Option(None, "--augment", help="dual | noise | graph | none | plugin."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
     head: Optional[str] = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 10)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained",
-                                              help="pretrain.pt from scsc pretrain (skips pretraining)."),
+    pretrained: Optional[Path] = PRETRAINED,
     config: Optional[Path] = CONFIG,
     sets: Optional[list[str]] = SET,
     seed: Optional[int] = SEED,
@@ -216,25 +220,17 @@ def cluster(
     Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster[_k<K>], uns scsc; opens in scanpy),
     clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, k_selection.png (K estimated),
     k_tree.png (several K), and metrics.json when the input has true labels (read only to score the
-    final result). While it trains, checkpoint.pt holds the state
-    to continue from with --resume after an interruption; it is removed once the results are written.
+    final result). While it trains, checkpoint.pt holds the state to continue from with --resume after an
+    interruption; it is removed once the results are written.
     """
     from ..api import run
-    from ..errors import ScscError
-    from ..k_selection import parse_k
-    from ..outputs import write_run
 
     out = out or default_out(data)
-    try:
-        fixed_k, k_candidates = parse_k(n_clusters)
-    except ValueError as exc:
-        raise ScscError(str(exc)) from None
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs,
         "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
-    if n_clusters.strip().lower() != "auto":  # auto keeps what a --config file says (a saved run's K)
-        cfg.cluster.n_clusters, cfg.cluster.k_candidates = fixed_k, k_candidates
+    _set_k(cfg, n_clusters)
     ck_path = start_checkpoint(out, cfg, resume, overwrite)
     adata = _read(data, layer, label_key, transpose)
 
@@ -247,22 +243,47 @@ def cluster(
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
+    _finish(result, out, ck_path, plots, quiet, as_json)
+
+
+def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool) -> None:
+    """Rank 0: write the run folder, remove the checkpoint, print K's choice and the summary."""
+    from ..outputs import write_run
+
     if result.k_selection is not None and not as_json and not quiet:
         _print_k_selection(result)
     write_run(result, out, plots=plots)
     ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
-    summary = {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
-               "k_estimated": result.k_estimated,
-               **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
-               **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
-               "timings_s": result.timings,
-               "minibatch": result.adata.uns["scsc"]["minibatch"],
-               "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
-               **({"metrics": result.metrics} if result.metrics else {})}
+    summary = _run_summary(result, out)
     if as_json:
         print_json(summary)
     elif not quiet:
         _print_summary(summary)
+
+
+def _set_k(cfg: RunConfig, n_clusters: str) -> None:
+    """--n-clusters into the config: a K, candidates, or auto (which keeps what a --config file says)."""
+    from ..errors import ScscError
+    from ..k_selection import parse_k
+
+    try:
+        fixed_k, k_candidates = parse_k(n_clusters)
+    except ValueError as exc:
+        raise ScscError(str(exc)) from None
+    if n_clusters.strip().lower() != "auto":  # a saved run's config.toml holds its K
+        cfg.cluster.n_clusters, cfg.cluster.k_candidates = fixed_k, k_candidates
+
+
+def _run_summary(result, out: Path) -> dict:
+    """What ``scsc cluster`` prints (as a table or with --json) about a finished run."""
+    return {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
+            "k_estimated": result.k_estimated,
+            **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
+            **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
+            "timings_s": result.timings,
+            "minibatch": result.adata.uns["scsc"]["minibatch"],
+            "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
+            **({"metrics": result.metrics} if result.metrics else {})}
 
 
 def _k_summary(sel) -> dict:

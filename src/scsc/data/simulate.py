@@ -39,16 +39,30 @@ class Simulation:
         return a
 
 
+@dataclass(frozen=True)
+class SimulationOptions:
+    """Rarely changed settings of the count model of :func:`simulate`.
+
+    Attributes:
+        marker_fold: mean log2 fold change of a marker in its own type.
+        dispersion: NB inverse dispersion θ (variance μ + μ²/θ).
+        dropout: strength of extra zeros for lowly expressed entries.
+    """
+
+    marker_fold: float = 3.0
+    dispersion: float = 2.0
+    dropout: float = 0.3
+
+
 def simulate(
     n_cells: int = 2000,
     n_types: int = 6,
     n_genes: int = 2000,
     n_markers: int = 25,
-    marker_fold: float = 3.0,
-    dispersion: float = 2.0,
-    dropout: float = 0.3,
+    *,
     seed: int = 0,
     depth: float = 1.0,
+    options: SimulationOptions = SimulationOptions(),
 ) -> Simulation:
     """Simulate ``n_cells`` × ``n_genes`` counts from ``n_types`` cell types, in blocks of BLOCK_ROWS cells.
 
@@ -56,12 +70,10 @@ def simulate(
 
     Args:
         n_markers: marker genes planted per type (disjoint sets).
-        marker_fold: mean log2 fold change of a marker in its own type.
-        dispersion: NB inverse dispersion θ (variance μ + μ²/θ).
-        dropout: strength of extra zeros for lowly expressed entries.
         depth: library-size scale; every cell's expected counts are multiplied by it. At the other defaults
             1.0 gives about 70 % zeros and a median of ~1,800 counts per cell (2,000 genes); 0.1 gives about
             94 % zeros, like droplet (10x) data.
+        options: marker fold change, NB dispersion and dropout (:class:`SimulationOptions`).
 
     Returns:
         a :class:`Simulation` whose ``counts`` is an int32 CSR matrix of shape (n_cells, n_genes).
@@ -73,17 +85,10 @@ def simulate(
     if not depth > 0 or not np.isfinite(depth):
         raise ValueError(f"depth must be a positive number, not {depth}")
     rng = np.random.default_rng(seed)
-    genes = [f"GENE{j:05d}" for j in range(n_genes)]
+    # every draw below comes from ``rng`` in this fixed order: it is what makes a seed give the same data
     type_names = [f"type_{k}" for k in range(n_types)]
-    marker_idx = rng.permutation(n_genes)[: n_types * n_markers].reshape(n_types, n_markers)
-    for k in range(n_types):
-        for j, g in enumerate(marker_idx[k]):
-            genes[g] = f"{type_names[k].upper().replace('_', '')}_M{j:02d}"
-
-    base = np.exp(rng.normal(-1.0, 1.3, size=n_genes))
-    log_fold = rng.normal(0.0, 0.25, size=(n_types, n_genes))
-    for k in range(n_types):
-        log_fold[k, marker_idx[k]] += np.log(2.0) * rng.normal(marker_fold, 0.5, size=n_markers)
+    genes, marker_idx = _plant_markers(rng, type_names, n_genes, n_markers)
+    base, log_fold = _type_programs(rng, marker_idx, n_genes, options.marker_fold)
     props = rng.dirichlet(np.full(n_types, 4.0))
     labels_idx = np.concatenate([np.arange(n_types), rng.choice(n_types, size=n_cells - n_types, p=props)])
     rng.shuffle(labels_idx)
@@ -92,12 +97,34 @@ def simulate(
     for b, lo in enumerate(range(0, n_cells, BLOCK_ROWS)):
         hi = min(lo + BLOCK_ROWS, n_cells)
         block_rng = rng if b == 0 else np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b,)))
-        blocks.append(_count_block(block_rng, lib[lo:hi], base, log_fold[labels_idx[lo:hi]], dispersion,
-                                   dropout))
+        blocks.append(_count_block(block_rng, lib[lo:hi], base, log_fold[labels_idx[lo:hi]],
+                                   options.dispersion, options.dropout))
     counts = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
     markers = {type_names[k]: [genes[g] for g in marker_idx[k]] for k in range(n_types)}
     labels = np.array(type_names)[labels_idx]
     return Simulation(counts=counts, labels=labels, genes=genes, markers=markers)
+
+
+def _plant_markers(rng: np.random.Generator, type_names: list[str], n_genes: int, n_markers: int
+                   ) -> tuple[list[str], np.ndarray]:
+    """Gene names (G,) with the markers renamed after their type, and marker columns (T × n_markers)."""
+    genes = [f"GENE{j:05d}" for j in range(n_genes)]
+    marker_idx = rng.permutation(n_genes)[: len(type_names) * n_markers].reshape(len(type_names), n_markers)
+    for k, name in enumerate(type_names):
+        for j, g in enumerate(marker_idx[k]):
+            genes[g] = f"{name.upper().replace('_', '')}_M{j:02d}"
+    return genes, marker_idx
+
+
+def _type_programs(rng: np.random.Generator, marker_idx: np.ndarray, n_genes: int, marker_fold: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Base mean expression (G,) and natural-log fold changes per type (T × G), markers raised."""
+    n_types, n_markers = marker_idx.shape
+    base = np.exp(rng.normal(-1.0, 1.3, size=n_genes))
+    log_fold = rng.normal(0.0, 0.25, size=(n_types, n_genes))
+    for k in range(n_types):
+        log_fold[k, marker_idx[k]] += np.log(2.0) * rng.normal(marker_fold, 0.5, size=n_markers)
+    return base, log_fold
 
 
 def _count_block(rng: np.random.Generator, lib: np.ndarray, base: np.ndarray, log_fold: np.ndarray,
