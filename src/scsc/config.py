@@ -179,11 +179,23 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     minibatch: MinibatchConfig = field(default_factory=MinibatchConfig)
+    #: Settings of plugin components, one table per section a plugin registers (``[plugin.gat]`` in TOML,
+    #: ``--set plugin.gat.heads=2``); validated by the section's dataclass like the built-in sections.
+    plugin: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        """The settings of plugin section ``name`` (a dataclass instance): as configured, else its defaults."""
+        if name in self.plugin:
+            return self.plugin[name]
+        return _plugin_section_type(name, "config")()
 
     # ----------------------------------------------------------------- conversion
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain dict (``None`` values dropped, since TOML has no null)."""
-        return _drop_none(dataclasses.asdict(self))
+        """Nested plain dict (``None`` values dropped, since TOML has no null; no ``plugin`` table when empty)."""
+        out = _drop_none(dataclasses.asdict(self))
+        if not out["plugin"]:
+            del out["plugin"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
@@ -245,8 +257,39 @@ def _drop_none(obj: Any) -> Any:
     return obj
 
 
+def _plugin_section_type(name: str, source: str) -> type:
+    """The dataclass a plugin registered for config section ``name``."""
+    from .plugins import get_registry
+
+    sections = get_registry().config_sections
+    if name not in sections:
+        raise ConfigError(f"{source}: unknown plugin section {name!r}; registered: "
+                          f"{', '.join(sorted(sections)) or 'none'}")
+    return sections[name]
+
+
+def _assign_plugin(cfg: RunConfig, path: list[str], value: Any, source: str) -> None:
+    """``plugin.<section>[.key]`` = value, or a whole ``[plugin]`` / ``[plugin.<section>]`` table."""
+    if not path or len(path) == 1:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [plugin{'.' + path[0] if path else ''}] must be a table")
+        if not path:
+            for name, table in value.items():
+                _assign_plugin(cfg, [name], table, source)
+            return
+    current = cfg.plugin.setdefault(path[0], _plugin_section_type(path[0], source)())
+    if len(path) > 1:
+        _assign(current, path[1:], value, source)
+    else:
+        for sub, subval in value.items():
+            _assign(current, [sub], subval, f"{source}: [plugin.{path[0]}]")
+
+
 def _assign(obj: Any, path: list[str], value: Any, source: str) -> None:
     key = path[0]
+    if isinstance(obj, RunConfig) and key == "plugin":
+        _assign_plugin(obj, path[1:], value, source)
+        return
     names = {f.name: f for f in dataclasses.fields(obj)}
     where = f"{source}: " if source else ""
     if key not in names:

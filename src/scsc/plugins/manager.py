@@ -42,7 +42,25 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], Component] = {}
+        #: Config sections registered by plugins: name → dataclass (``RunConfig.section(name)``).
+        self.config_sections: dict[str, type] = {}
         self._provider = "?"
+
+    def add_config_section(self, name: str, settings: type) -> None:
+        """Register ``settings`` (a dataclass whose fields all have defaults) as config section
+        ``[plugin.<name>]``; its values are validated and coerced like the built-in sections'."""
+        import dataclasses
+
+        if not dataclasses.is_dataclass(settings):
+            raise ConfigError(f"plugin {self._provider}: config section {name!r} must be a dataclass")
+        if name in self.config_sections:
+            raise ConfigError(f"config section {name!r} is registered twice (again by {self._provider})")
+        try:
+            settings()
+        except TypeError:
+            raise ConfigError(f"plugin {self._provider}: every field of config section {name!r} needs a "
+                              "default") from None
+        self.config_sections[name] = settings
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], summary: str = "") -> None:
         """Register ``factory`` as component ``name`` of ``kind``; a clash names both providers."""
