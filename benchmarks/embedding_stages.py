@@ -19,7 +19,7 @@ After the three pretraining stages (default config plus ``--set`` overrides), on
 
 Labels are read only to score each KMeans result. One fresh process per (dataset, seed).
 
-    python benchmarks/embedding_stages.py --seeds 0 1 2 --jobs 2 --out benchmarks/results/embedding_stages.csv
+    python -m benchmarks.embedding_stages --seeds 0 1 2 --jobs 2 --out benchmarks/results/embedding_stages.csv
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import DATA, run_tasks
-from scanpy_pipeline import leiden_at_k
+from benchmarks.peers import leiden_at_k
+from benchmarks.quality import DATA, run_tasks
 
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
 OPERATORS = ["embedding_leiden", "embedding_restarts_50", "embedding_restarts_200", "drop_0", "drop_0.2",

@@ -1,6 +1,6 @@
 """The peer: the standard scanpy pipeline with Leiden, as one command (for wall time and peak RSS).
 
-    python benchmarks/scanpy_pipeline.py DATA.h5
+    python -m benchmarks.peers DATA.h5
 
 ``standard_preprocess`` and ``leiden_at_k`` are shared with ``quality.py`` (and ``embedding_stages.py``) so all
 measure the same peer.

@@ -5,9 +5,9 @@ with Leiden at the default resolution, Leiden with the resolution searched to gi
 (true K) on 50 PCs; then ``scsc cluster`` with the default config for each seed (K = true number of types,
 as for the peers, or estimated by scsc with ``--k estimated``). Each run happens in a fresh worker process so that its peak RSS is its own.
 
-    python benchmarks/quality.py --collection tuning --seeds 0 1 2 3 4 --out benchmarks/results/quality_tuning.csv
-    python benchmarks/quality.py --collection scoring --seeds 0 1 2 3 4 --out benchmarks/results/quality.csv
-    python benchmarks/quality.py --k estimated ...    # scsc estimates K (peers: Leiden at its default)
+    python -m benchmarks.quality --collection tuning --seeds 0 1 2 3 4 --out benchmarks/results/quality_tuning.csv
+    python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --out benchmarks/results/quality.csv
+    python -m benchmarks.quality --k estimated ...    # scsc estimates K (peers: Leiden at its default)
 
 Choose defaults on ``--collection tuning`` only; ``scoring`` (../shared/datasets) reports the adopted choice.
 
@@ -22,7 +22,6 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -30,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scanpy_pipeline import leiden_at_k, standard_preprocess
+from benchmarks.peers import leiden_at_k, standard_preprocess
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: ``tuning``: where defaults are chosen; ``scoring``: where the adopted choice is reported (never chosen on).
@@ -136,6 +134,8 @@ def main() -> None:
     files = sorted(COLLECTIONS[args.collection].glob("*.h5"))
     if args.datasets:
         files = [f for f in files if f.stem in args.datasets]
+    if not files:
+        raise SystemExit(f"no dataset of {COLLECTIONS[args.collection]} matches {args.datasets}")
     tasks = []
     for f in files:
         if not args.no_baselines:

@@ -1,6 +1,6 @@
 """Turn benchmark CSVs into docs/benchmarks.md.
 
-    python benchmarks/report.py benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv
+    python -m benchmarks.report benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv
         [--k-estimated benchmarks/results/quality_k_*.csv] [--timing benchmarks/results/timing.csv]
         [--under-load benchmarks/results/under_load.csv] [--scaling benchmarks/results/scaling.csv]
 """
@@ -96,7 +96,7 @@ def quality_section(df: pd.DataFrame, collection: str = "scoring") -> str:
 def under_load_section(df: pd.DataFrame) -> str:
     """The same run alone and beside a second one, under two OpenMP wait policies."""
     lines = ["## Under load: the same run alone and beside a second one", "",
-             "`python benchmarks/under_load.py`: one `scsc cluster` run (2 torch threads) alone, then two at once on "
+             "`python -m benchmarks.under_load`: one `scsc cluster` run (2 torch threads) alone, then two at once on "
              "the 2 cores, with libgomp's default spinning and with scsc's wait policy (`GOMP_SPINCOUNT=3000`, "
              "set on import; scsc/threads.py). `same labels` compares the labels and embedding with the run alone.",
              "", "| wait policy | run | seconds | same labels | same embedding |", "|---|---|---|---|---|"]
@@ -198,7 +198,7 @@ def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame, reference: str | N
     mini = mini[mini.method == "scsc"]
     size = int(mini.batch_size.max())
     lines = [f"## Minibatch training against full batch (batches of {size:,} cells)", "",
-             f"`python benchmarks/quality.py --set minibatch.batch_size={size} --no-baselines --threads 1`, seeds as "
+             f"`python -m benchmarks.quality --set minibatch.batch_size={size} --no-baselines --threads 1`, seeds as "
              "above, "
              + ("compared with the full-batch scsc rows of the quality table. " if reference is None else
                 f"compared with full-batch runs of the same config (`{reference}`). ")
@@ -236,7 +236,7 @@ def scaling_section(df: pd.DataFrame, exponents: pd.DataFrame | None) -> str:
     lines = ["## Scaling with the number of cells", "",
              "Simulated counts (`scsc simulate`, 2000 genes, 10 types; `depth` scales library sizes, 1.0 gives "
              "about 70% zeros, 0.1 about 94% as in droplet data) at each size; whole commands in fresh processes, "
-             "alone on 2 CPU cores (`python benchmarks/scaling.py`). `batch` is the minibatch size the default "
+             "alone on 2 CPU cores (`python -m benchmarks.scaling`). `batch` is the minibatch size the default "
              "chose (0: full batch); ARI is against the planted types.", "",
              "| cells | data | depth | command | batch | seconds | peak GB | preprocess + graph s | pretrain s | "
              "init s | cluster s | ARI |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -356,10 +356,10 @@ def main() -> None:
         head, _, rest = text.partition("\n")
         return head + earlier_note + "\n" + rest
     parts = ["# Benchmarks", "",
-             "Produced by `python benchmarks/quality.py --collection tuning|scoring --seeds 0 1 2 3 4 --jobs 2 "
+             "Produced by `python -m benchmarks.quality --collection tuning|scoring --seeds 0 1 2 3 4 --jobs 2 "
              "--threads 1` (and the same with `--k estimated`), `bash benchmarks/timing.sh`, "
-             "`python benchmarks/under_load.py` and `python benchmarks/scaling.py` (each alone on the machine), then "
-             "`python benchmarks/report.py benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv "
+             "`python -m benchmarks.under_load` and `python -m benchmarks.scaling` (each alone on the machine), then "
+             "`python -m benchmarks.report benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv "
              "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
              "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv --minibatch "
              "benchmarks/results/quality_minibatch*.csv --minibatch-reference benchmarks/results/quality_joint200.csv` "

@@ -5,10 +5,10 @@ For each size N, simulated counts (``scsc simulate``: negative binomial, planted
 
 - ``scsc cluster DATA --n-clusters K`` (default config, pretraining included), with its per-stage seconds
   read back from ``result.h5ad`` (``uns["scsc"]["timings"]``);
-- the scanpy pipeline of ``scanpy_pipeline.py`` (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN, Leiden,
+- the scanpy pipeline of ``peers.py`` (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN, Leiden,
   UMAP).
 
-    python benchmarks/scaling.py --sizes 2000 10000 30000 100000 --out benchmarks/results/scaling.csv
+    python -m benchmarks.scaling --sizes 2000 10000 30000 100000 --out benchmarks/results/scaling.csv
 
 Run it with nothing else on the machine. Growth exponents (slope of log time and log peak RSS against log N
 between consecutive sizes, and from the second size to the last) are printed and written beside the CSV;
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-HERE = Path(__file__).resolve().parent
 
 
 def measure(cmd: list[str], timeout: float) -> dict:
@@ -160,7 +159,7 @@ def main() -> None:
                          **stage_seconds(run_dir / "result.h5ad"), **batch_info(run_dir / "result.h5ad")})
             print(rows[-1], flush=True)
             if not args.no_scanpy:
-                r = measure([sys.executable, str(HERE / "scanpy_pipeline.py"), str(data)], args.timeout)
+                r = measure([sys.executable, "-m", "benchmarks.peers", str(data)], args.timeout)
                 rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", "data": source,
                              "depth": args.depth, **r})
                 print(rows[-1], flush=True)

@@ -3,8 +3,9 @@
 # seconds of each scsc stage (from uns["scsc"]["timings"] of its result).
 # Usage: bash benchmarks/timing.sh [out.csv]   (run with nothing else on the machine)
 set -euo pipefail
-out=${1:-benchmarks/results/timing.csv}
-shared=$(cd "$(dirname "$0")/../.." && pwd)/shared
+out=$(realpath -m "${1:-benchmarks/results/timing.csv}")
+cd "$(dirname "$0")/.."   # the repository root: python -m benchmarks.peers
+shared=$(cd .. && pwd)/shared
 tmp=$(mktemp -d)
 echo "dataset,cells,command,seconds,peak_gb,stage_preprocess_graph,stage_pretrain,stage_init,stage_cluster,stage_total" > "$out"
 measure() {  # dataset cells label run_folder command...
@@ -27,6 +28,6 @@ for spec in "tuning/Zheng_sortedPBMC_MUDAN 2140 9" "datasets/mouse_bladder_cell_
   set -- $spec
   name=$(basename "$1")
   measure "$name" "$2" "scsc cluster" "$tmp/$name" scsc cluster "$shared/$1.h5" --n-clusters "$3" --out "$tmp/$name" -q
-  measure "$name" "$2" "scanpy Leiden pipeline (+UMAP)" "" python "$(dirname "$0")/scanpy_pipeline.py" "$shared/$1.h5"
+  measure "$name" "$2" "scanpy Leiden pipeline (+UMAP)" "" python -m benchmarks.peers "$shared/$1.h5"
 done
 rm -rf "$tmp"

@@ -4,7 +4,7 @@ For each policy — libgomp's default spinning (``GOMP_SPINCOUNT=300000``) and s
 scsc/threads.py sets on import) — the run is timed alone, then twice at once on the same cores. Labels and
 embeddings are compared with the run alone: they must be equal whatever the load.
 
-    python benchmarks/under_load.py [--data ../shared/tuning/Zheng_sortedPBMC_MUDAN.h5] [--k 9]
+    python -m benchmarks.under_load [--data ../shared/tuning/Zheng_sortedPBMC_MUDAN.h5] [--k 9]
         [--out benchmarks/results/under_load.csv]
 
 Run it with nothing else on the machine.
