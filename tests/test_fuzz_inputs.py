@@ -260,12 +260,12 @@ def one_error_line(result, path: Path, problem: tuple[str, ...], any_of: tuple[s
 
 
 def test_generated_malformed_inputs_are_refused(tmp_path_factory, runner, cli_app, monkeypatch, capsys):
-    import scsc.api
+    import scsc.session
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built: input validation must happen before training")
 
-    monkeypatch.setattr(scsc.api, "_build_model", refuse)
+    monkeypatch.setattr(scsc.session, "build_model", refuse)
     seen: list[tuple[str, str]] = []
 
     def check(case):

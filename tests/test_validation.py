@@ -172,12 +172,12 @@ CASES = {
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail loudly if a command gets as far as building a model: validation must come first."""
-    import scsc.api
+    import scsc.session
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built: input validation must happen before training")
 
-    monkeypatch.setattr(scsc.api, "_build_model", refuse)
+    monkeypatch.setattr(scsc.session, "build_model", refuse)
 
 
 def assert_user_error(result, path: Path | None, problem: tuple[str, ...]) -> None:

@@ -3,35 +3,29 @@
 >>> import scsc
 >>> adata = scsc.read("data.h5")                    # any supported format → AnnData of raw counts
 >>> adata = scsc.cluster(adata, n_clusters=8)       # obsm["X_scsc"], obs["scsc_cluster"], uns["scsc"]
+
+A run is a :class:`~scsc.session.RunSession` (scsc/session.py); these functions build the config and drive it.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import numpy as np
-import pandas as pd
-import torch
 
-from . import __version__
-from .checkpoint import read_torch_file
-from .config import RunConfig
-from .data.batches import BatchPlan, plan_batches, resolve_batch_size
-from .data.bundle import TrainData, build_train_data
-from .data.io import atomic_path
-from .data.preprocess import Prepared, preprocess
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig, check_device
 from .distributed import Context
-from .errors import ConfigError, InputError
-from .k_selection import KSelection, parse_k
-from .model import ScSiameseClu
+from .errors import ConfigError
+from .k_selection import parse_k
 from .plugins import Registry
-from .session import RunSession
+from .session import RunResult, RunSession, versions
 from .train import Reporter
+
+__all__ = ["ALIASES", "RunResult", "check_device", "cluster", "load_checkpoint", "make_config", "pretrain", "run",
+           "save_checkpoint", "versions"]
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
 ALIASES = {
@@ -76,125 +70,6 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
         else:
             dotted[ALIASES.get(key, key.replace("__", "."))] = value
     return cfg.override(dotted)
-
-
-def check_device(device: str) -> None:
-    """Refuse a device that this machine does not have, with a clear message."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; use --device cpu")
-    if device not in {"cpu"} and not device.startswith("cuda") and device != "mps":
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
-
-
-# ----------------------------------------------------------------------------- data
-def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = None
-            ) -> tuple[Prepared, TrainData]:
-    """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2)."""
-    prepared = preprocess(adata, config.preprocess, seed=config.seed,
-                          min_cells_required=config.graph.k + 1, source=source)
-    full_batch = resolve_batch_size(config.minibatch, prepared.n_cells) == 0
-    data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device,
-                            dense_counts=full_batch)
-    return prepared, data
-
-
-def plan(data: TrainData, config: RunConfig) -> BatchPlan | None:
-    """The minibatch plan of a run (scsc/data/batches.py), or None for full-batch training."""
-    size = resolve_batch_size(config.minibatch, data.n_cells)
-    if size == 0:
-        return None
-    return plan_batches(data.x.cpu().numpy(), data.knn, config.minibatch, size, seed=config.seed)
-
-
-def _batch_summary(batches: BatchPlan | None, data: TrainData) -> dict[str, Any]:
-    if batches is None:
-        return {"batch_size": 0}
-    eval_batches = batches.eval_batches()
-    return {"batch_size": batches.batch_size, "parts": len(batches.parts), "batches_per_round": len(eval_batches),
-            "edges_in_batch": batches.edge_coverage(data.knn, eval_batches)}
-
-
-def _fingerprint(prepared: Prepared) -> dict[str, Any]:
-    x = prepared.x
-    return {"n_cells": int(x.shape[0]), "n_input": int(x.shape[1]),
-            "n_genes": 0 if prepared.counts is None else int(prepared.counts.shape[1]),
-            "abs_sum": float(np.abs(x).sum(dtype=np.float64))}
-
-
-def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A state dict whose tensors no longer share storage with ``module``'s parameters."""
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
-    fp = _fingerprint(prepared)
-    model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
-    # Explicit float32: the data are float32 whatever torch's default dtype is in the caller's session.
-    return model.to(device=config.device, dtype=torch.float32)
-
-
-# ----------------------------------------------------------------------------- results
-@dataclass
-class RunResult:
-    """Everything a clustering run produced (the CLI writes it to a run directory)."""
-
-    adata: ad.AnnData
-    config: RunConfig
-    labels: np.ndarray
-    embedding: np.ndarray
-    history: list[dict]
-    n_clusters: int
-    k_estimated: bool
-    metrics: dict[str, dict[str, float]] | None
-    timings: dict[str, float]
-    model: ScSiameseClu
-    checkpoint: dict[str, Any] = field(default_factory=dict)
-    #: How K was estimated (None when it was given without candidates).
-    k_selection: KSelection | None = None
-    #: Labels (N,) of every other candidate K (``cluster.k_candidates``), from the same pretraining.
-    other_k: dict[int, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def loss_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.history)
-
-
-def versions() -> dict[str, str]:
-    """Versions of scsc and the libraries that shape its results (from package metadata)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"scsc": __version__, "python": platform.python_version()}
-    for dist in ("torch", "anndata", "scanpy", "pot", "scikit-learn"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temporary name, then rename (never a half-written checkpoint)."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a pretraining checkpoint (``pretrain.pt``); a missing or foreign file raises :class:`InputError`."""
-    payload = read_torch_file(path, "checkpoint not found")
-    if not isinstance(payload, dict) or "encoder" not in payload or "fingerprint" not in payload:
-        raise InputError(f"{path}: not a scsc pretraining checkpoint")
-    return payload
-
-
-def _check_fingerprint(saved: dict, prepared: Prepared, where: str) -> None:
-    now = _fingerprint(prepared)
-    for key in ("n_cells", "n_input", "n_genes"):
-        if saved.get(key) != now[key]:
-            raise InputError(
-                f"{where}: checkpoint was pretrained on different data ({key} {saved.get(key)} ≠ {now[key]})"
-            )
-    if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=1e-4):
-        raise InputError(f"{where}: checkpoint was pretrained on different data or preprocessing")
 
 
 # ----------------------------------------------------------------------------- public API

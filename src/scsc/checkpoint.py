@@ -97,6 +97,32 @@ def check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], where:
         raise InputError(f"{where}: checkpoint was written for different data or preprocessing")
 
 
+# ----------------------------------------------------------------------------- pretrain.pt
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary name, then rename (never a half-written checkpoint)."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a pretraining checkpoint (``pretrain.pt``); a missing or foreign file raises :class:`InputError`."""
+    payload = read_torch_file(path, "checkpoint not found")
+    if not isinstance(payload, dict) or "encoder" not in payload or "fingerprint" not in payload:
+        raise InputError(f"{path}: not a scsc pretraining checkpoint")
+    return payload
+
+
+def check_pretrained_fingerprint(saved: dict, now: dict[str, Any], where: str) -> None:
+    """Refuse a pretrain.pt written for other data than ``now`` (a :func:`~scsc.data.prepare.fingerprint`)."""
+    for key in ("n_cells", "n_input", "n_genes"):
+        if saved.get(key) != now[key]:
+            raise InputError(
+                f"{where}: checkpoint was pretrained on different data ({key} {saved.get(key)} ≠ {now[key]})"
+            )
+    if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=1e-4):
+        raise InputError(f"{where}: checkpoint was pretrained on different data or preprocessing")
+
+
 # ----------------------------------------------------------------------------- model and random state
 def head_state(head: nn.Module) -> dict[str, Any]:
     """The head's tensors, which parameters are frozen, and its target (not a buffer, but it steers training)."""

@@ -244,6 +244,16 @@ class RunConfig:
         return RunConfig.from_dict(self.to_dict())
 
 
+def check_device(device: str) -> None:
+    """Refuse a device that this machine does not have, with a clear message."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; use --device cpu")
+    if device not in {"cpu"} and not device.startswith("cuda") and device != "mps":
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
+
+
 def _parse_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .api import RunResult, save_checkpoint
+from .checkpoint import save_checkpoint
+from .session import RunResult
 from .data.io import atomic_write_text, write_csv, write_h5ad
 from .errors import ScscError
 

@@ -14,7 +14,8 @@ run had finished and continues from its state; the result then equals an uninter
 
 from __future__ import annotations
 
-from dataclasses import replace
+import platform
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,73 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import Checkpointer, restore_rng, rng_state
-from .config import RunConfig
+from . import __version__
+from .checkpoint import Checkpointer, check_pretrained_fingerprint, load_checkpoint, restore_rng, rng_state
+from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
+from .data.prepare import batch_summary, fingerprint, plan, prepare
+from .data.preprocess import Prepared
 from .distributed import Context
 from .errors import ConfigError, InputError
 from .evaluate import score
 from .k_selection import KSelection, select_k
+from .model import ScSiameseClu
 from .plugins import Registry
 from .train import CLUSTER, WARMUP, Reporter, TrainState, embed_cells, pretrained_embedding, seed_everything
 from .train import pretrain as pretrain_stages
 from .train import train_clustering
+
+
+@dataclass
+class RunResult:
+    """Everything a clustering run produced (the CLI writes it to a run directory)."""
+
+    adata: ad.AnnData
+    config: RunConfig
+    labels: np.ndarray
+    embedding: np.ndarray
+    history: list[dict]
+    n_clusters: int
+    k_estimated: bool
+    metrics: dict[str, dict[str, float]] | None
+    timings: dict[str, float]
+    model: ScSiameseClu
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    #: How K was estimated (None when it was given without candidates).
+    k_selection: KSelection | None = None
+    #: Labels (N,) of every other candidate K (``cluster.k_candidates``), from the same pretraining.
+    other_k: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def loss_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
+
+
+def versions() -> dict[str, str]:
+    """Versions of scsc and the libraries that shape its results (from package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"scsc": __version__, "python": platform.python_version()}
+    for dist in ("torch", "anndata", "scanpy", "pot", "scikit-learn"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict whose tensors no longer share storage with ``module``'s parameters."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
+    """The model with the chosen components for these data (float32, on ``config.device``)."""
+    fp = fingerprint(prepared)
+    model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
+    # Explicit float32: the data are float32 whatever torch's default dtype is in the caller's session.
+    return model.to(device=config.device, dtype=torch.float32)
 
 
 class RunSession:
@@ -47,8 +103,6 @@ class RunSession:
                  reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
                  checkpoint: str | Path | None = None, checkpoint_every: int = 10, resume: bool = False,
                  context: Context | None = None):
-        from .api import check_device
-
         self.adata, self.cfg, self.source = adata, config, source
         self.pretrained, self.reporter, self.registry = pretrained, reporter, registry
         self.ctx = context or Context()
@@ -61,12 +115,15 @@ class RunSession:
             raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
                               f"{list(c.k_candidates)}")
         # Before any work: a missing checkpoint or a changed config is refused at once.
-        self.ck = Checkpointer(checkpoint, checkpoint_every if self.ctx.is_main else 0, config, resume=resume)
-        if pretrained is not None and self.ck.resumed_stage is not None and not self.ck.past_pretraining:
+        self.checkpointer = Checkpointer(checkpoint, checkpoint_every if self.ctx.is_main else 0, config,
+                                         resume=resume)
+        saved = self.checkpointer
+        if pretrained is not None and saved.resumed_stage is not None and not saved.past_pretraining:
             raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
                               "checkpoint")
-        self.timings = self.ck.timings
-        self.history = self.ck.history  # the loops append here, so every checkpoint holds the history so far
+        self.timings = self.checkpointer.timings
+        # The loops append here, so every checkpoint holds the history so far.
+        self.history = self.checkpointer.history
         self.k: int | None = None
         self.selection: KSelection | None = None
         self.labels: np.ndarray | None = None
@@ -78,8 +135,6 @@ class RunSession:
     # ------------------------------------------------------------------ steps
     def prepare(self) -> None:
         """Preprocess, build the graph and the minibatch plan; seed and build the model."""
-        from .api import _build_model, _fingerprint, plan, prepare
-
         cfg, ctx = self.cfg, self.ctx
         self.timings.start("total")
         self.timings.start("preprocess_graph")
@@ -102,18 +157,16 @@ class RunSession:
                            "(set --batch-size to choose)")
         self.timings.stop("preprocess_graph")
         self.generator = seed_everything(cfg.seed)
-        self.model = _build_model(cfg, self.prepared, self.registry)
-        self.fingerprint = _fingerprint(self.prepared)
-        self.ck.attach(self.model, self.generator, self.fingerprint)
+        self.model = build_model(cfg, self.prepared, self.registry)
+        self.fingerprint = fingerprint(self.prepared)
+        self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
-                                checkpoint=self.ck, batches=self.batches, context=ctx,
+                                checkpoint=self.checkpointer, batches=self.batches, context=ctx,
                                 **({"reporter": self.reporter} if self.reporter is not None else {}))
 
     def pretrain(self) -> None:
         """The three pretraining stages, a saved run's pretraining, or the weights of ``pretrained``."""
-        from .api import _check_fingerprint, _state_copy, load_checkpoint, versions
-
-        ck, model, cfg = self.ck, self.model, self.cfg
+        ck, model, cfg = self.checkpointer, self.model, self.cfg
         self.timings.start("pretrain")
         if ck.past_pretraining:
             record = {"history": [row for row in self.history if row["stage"].startswith("pretrain")]}
@@ -125,7 +178,7 @@ class RunSession:
         else:
             where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
             record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
-            _check_fingerprint(record["fingerprint"], self.prepared, where)
+            check_pretrained_fingerprint(record["fingerprint"], fingerprint(self.prepared), where)
             try:
                 model.encoder.load_state_dict(record["encoder"])
             except RuntimeError:
@@ -141,9 +194,7 @@ class RunSession:
 
     def choose_k(self) -> None:
         """Prepare the augmenter on the pretrained embedding; K given, or estimated on it (rank 0, broadcast)."""
-        from .api import _state_copy
-
-        ck, model, c = self.ck, self.model, self.cfg.cluster
+        ck, model, c = self.checkpointer, self.model, self.cfg.cluster
         self.timings.start("init")
         if ck.past_pretraining:
             # Saved: rebuild the augmenter's views from the same embedding; train() restores the trained state.
@@ -179,7 +230,7 @@ class RunSession:
 
     def train(self) -> None:
         """Initialise the head at K (KMeans), run the clustering stage, predict the final labels."""
-        ck = self.ck
+        ck = self.checkpointer
         if ck.past_pretraining:
             self.init_labels = ck.init_labels
             ck.restore()
@@ -265,11 +316,9 @@ class RunSession:
     # ------------------------------------------------------------------ outputs
     def result(self, keep_checkpoint: bool = False):
         """The :class:`~scsc.api.RunResult`: the kept cells' AnnData with embedding, labels and metadata."""
-        from .api import RunResult, _batch_summary, versions
-
         self.timings.stop("total")
         if not keep_checkpoint and self.ctx.is_main:
-            self.ck.remove()
+            self.checkpointer.remove()
         k, labels, cfg = int(self.k), self.labels, self.cfg
         out = self.prepared.adata
         emb = self.z.cpu().numpy()
@@ -295,7 +344,7 @@ class RunSession:
             "k_estimated": bool(k_estimated),
             "timings": {key: float(v) for key, v in timings.items()},
             "cells_removed": int((~self.prepared.cell_mask).sum()),
-            "minibatch": _batch_summary(self.batches, self.data),
+            "minibatch": batch_summary(self.batches, self.data),
             **({"k_selection": self.selection.to_uns()} if self.selection is not None else {}),
             **({"metrics": metrics} if metrics else {}),
         }

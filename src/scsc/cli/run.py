@@ -51,7 +51,7 @@ PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pret
 
 def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -> RunConfig:
     """Config file, then ``--set`` overrides, then explicit options (those not None)."""
-    from ..api import check_device
+    from ..config import check_device
     from ..plugins import get_registry
 
     cfg = RunConfig.from_toml(config) if config else RunConfig()
@@ -160,7 +160,7 @@ def pretrain(
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
     from ..api import pretrain as run_pretrain
-    from ..api import save_checkpoint
+    from ..checkpoint import save_checkpoint
 
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
