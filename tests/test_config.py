@@ -72,7 +72,7 @@ METHOD_DEFAULTS = [
 # Defaults that deliberately differ from METHOD.md (docs/method.md says why and what it measured):
 # (key, scsc default). examples/published_defaults.toml restores the METHOD value of each.
 DEVIATIONS = {"preprocess.n_hvg": 2000, "preprocess.n_pcs": 20, "model.fusion_weights": "feature",
-              "loss.zinb_cells": 1024, "pretrain.joint_epochs": 75, "cluster.epochs": 10}
+              "loss.zinb_cells": 1024, "pretrain.joint_epochs": 75, "cluster.epochs": 5}
 PUBLISHED = Path(__file__).resolve().parents[1] / "examples" / "published_defaults.toml"
 
 

@@ -196,7 +196,7 @@ def cluster(
     encoder: Optional[str] = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
     head: Optional[str] = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 10)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 5)."),
     pretrained: Optional[Path] = PRETRAINED,
     config: Optional[Path] = CONFIG,
     sets: Optional[list[str]] = SET,
