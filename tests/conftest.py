@@ -87,3 +87,28 @@ def cli_app():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_study(tmp_path, small_h5, runner, cli_app):
+    """``run_study(variants_toml, gae_epochs=2, *cli_args)``: a one-seed study of ``small_h5`` with short
+    stages, a "full model" variant plus ``variants_toml``, run by ``scsc ablate`` in-process → results.csv rows
+    by variant name."""
+    import csv
+
+    def run(variants: str, gae_epochs: int = 2, *extra: str) -> dict[str, dict[str, str]]:
+        study = tmp_path / "study.toml"
+        study.write_text(f'datasets = ["{small_h5}"]\nseeds = [0]\n\n[base.pretrain]\nae_epochs = 2\n'
+                         f'gae_epochs = {gae_epochs}\njoint_epochs = 2\n[base.cluster]\nepochs = 3\n\n'
+                         f'[[variants]]\nname = "full model"\n\n{variants}')
+        out = tmp_path / "out"
+        result = runner.invoke(cli_app, ["ablate", str(study), "--out", str(out), "--jobs", "0", "--quiet",
+                                         *extra])
+        assert result.exit_code == 0, result.output
+        with (out / "results.csv").open(newline="") as fh:
+            rows = {r["variant"]: r for r in csv.DictReader(fh)}
+        summary = (out / "summary.md").read_text()
+        assert all(name in summary for name in rows)
+        return rows
+
+    return run

@@ -6,7 +6,6 @@ Installed by the dev/test setup: ``pip install -e ".[test]" -e plugins/scsc-leid
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 
 import pytest
@@ -63,33 +62,9 @@ def test_cli_refuses_a_bad_plugin_setting_in_one_line(runner, cli_app, small_h5,
     assert res.exit_code == 2 and "plugin.gat" in res.output and "Traceback" not in res.output
 
 
-def test_gat_encoder_runs_in_scsc_ablate(tmp_path, small_h5, runner, cli_app):
-    study = tmp_path / "study.toml"
-    study.write_text(f"""
-datasets = ["{small_h5}"]
-seeds = [0]
-
-[base.pretrain]
-ae_epochs = 2
-gae_epochs = 20
-joint_epochs = 2
-[base.cluster]
-epochs = 3
-
-[[variants]]
-name = "full model"
-
-[[variants]]
-name = "GAT encoder"
-encoder = "gat"
-set = {{ "plugin.gat.heads" = 2 }}
-""")
-    out = tmp_path / "out"
-    result = runner.invoke(cli_app, ["ablate", str(study), "--out", str(out), "--jobs", "0", "--quiet",
-                                     "-k", "3"])
-    assert result.exit_code == 0, result.output
-    with (out / "results.csv").open(newline="") as fh:
-        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+def test_gat_encoder_runs_in_scsc_ablate(run_study):
+    rows = run_study('[[variants]]\nname = "GAT encoder"\nencoder = "gat"\nset = { "plugin.gat.heads" = 2 }\n',
+                     20, "-k", "3")
     gat = rows["GAT encoder"]
     assert gat["status"] == "ok", gat["error"]
     assert float(gat["ari"]) >= 0.9  # three well-separated simulated types

@@ -5,7 +5,6 @@ Installed by the dev/test setup: ``pip install -e ".[test]" -e plugins/scsc-leid
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata as md
 import importlib.util
 import json
@@ -111,33 +110,9 @@ def test_head_implements_the_interface(small_sim):
     assert pred.shape == (150,) and pred.max() < 3
 
 
-def test_plugin_component_runs_in_a_study(tmp_path, small_h5, runner, cli_app):
-    study = tmp_path / "study.toml"
-    study.write_text(f"""
-datasets = ["{small_h5}"]
-seeds = [0]
-
-[base.pretrain]
-ae_epochs = 2
-gae_epochs = 2
-joint_epochs = 2
-[base.cluster]
-epochs = 2
-
-[[variants]]
-name = "full model"
-
-[[variants]]
-name = "Leiden head (unknown K)"
-cluster = "leiden"
-""")
-    out = tmp_path / "out"
-    result = runner.invoke(cli_app, ["ablate", str(study), "--out", str(out), "--jobs", "0", "--quiet"])
-    assert result.exit_code == 0, result.output
-    with (out / "results.csv").open(newline="") as fh:
-        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+def test_plugin_component_runs_in_a_study(run_study):
+    rows = run_study('[[variants]]\nname = "Leiden head (unknown K)"\ncluster = "leiden"\n')
     leiden = rows["Leiden head (unknown K)"]
     assert leiden["status"] == "ok", leiden["error"]
     assert 0.0 <= float(leiden["ari"]) <= 1.0 and int(leiden["n_clusters"]) >= 2
     assert leiden["pretrain_key"] == rows["full model"]["pretrain_key"]   # the head does not change pretraining
-    assert "Leiden head (unknown K)" in (out / "summary.md").read_text()
