@@ -30,7 +30,6 @@ from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
 from .data.prepare import batch_summary, fingerprint, plan, prepare
-from .data.preprocess import Prepared
 from .distributed import Context
 from .errors import ConfigError, InputError
 from .evaluate import score
@@ -85,9 +84,9 @@ def _state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def build_model(config: RunConfig, prepared: Prepared, registry: Registry | None) -> ScSiameseClu:
-    """The model with the chosen components for these data (float32, on ``config.device``)."""
-    fp = fingerprint(prepared)
+def build_model(config: RunConfig, fp: dict[str, Any], registry: Registry | None) -> ScSiameseClu:
+    """The model with the chosen components for data of fingerprint ``fp`` (:func:`~scsc.data.prepare.fingerprint`:
+    N, P, G), in float32 on ``config.device``."""
     model = ScSiameseClu(config, fp["n_cells"], fp["n_input"], fp["n_genes"], registry=registry)
     # Explicit float32: the data are float32 whatever torch's default dtype is in the caller's session.
     return model.to(device=config.device, dtype=torch.float32)
@@ -117,8 +116,8 @@ class RunSession:
         # Before any work: a missing checkpoint or a changed config is refused at once.
         self.checkpointer = Checkpointer(checkpoint, checkpoint_every if self.ctx.is_main else 0, config,
                                          resume=resume)
-        saved = self.checkpointer
-        if pretrained is not None and saved.resumed_stage is not None and not saved.past_pretraining:
+        ck = self.checkpointer
+        if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
             raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
                               "checkpoint")
         self.timings = self.checkpointer.timings
@@ -157,8 +156,8 @@ class RunSession:
                            "(set --batch-size to choose)")
         self.timings.stop("preprocess_graph")
         self.generator = seed_everything(cfg.seed)
-        self.model = build_model(cfg, self.prepared, self.registry)
-        self.fingerprint = fingerprint(self.prepared)
+        self.fingerprint = fingerprint(self.prepared)  # once: a sum over all of X
+        self.model = build_model(cfg, self.fingerprint, self.registry)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
                                 checkpoint=self.checkpointer, batches=self.batches, context=ctx,
@@ -178,7 +177,7 @@ class RunSession:
         else:
             where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
             record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
-            check_pretrained_fingerprint(record["fingerprint"], fingerprint(self.prepared), where)
+            check_pretrained_fingerprint(record["fingerprint"], self.fingerprint, where)
             try:
                 model.encoder.load_state_dict(record["encoder"])
             except RuntimeError:
