@@ -3,7 +3,9 @@
 A run is a fixed sequence of stages (:data:`STAGES`). After every ``every``-th epoch of a stage, and after its
 last epoch, :class:`Checkpointer` writes ``checkpoint.pt`` atomically with the stage and the next epoch, the
 model (encoder, fusion, head), the stage's optimizer, every random state, the loss history, K and how it was
-chosen, the initial KMeans labels, the pretrained embedding and the state at the end of pretraining, the timings so far, the effective config and the data fingerprint.
+chosen, the initial KMeans labels, the pretrained embedding and the state at the end of pretraining, the
+timings so far, the effective config and the data fingerprint. ``pretrain.pt`` files (:func:`save_checkpoint`,
+:func:`load_checkpoint`) are written and read here too.
 A run started with ``resume=True`` restores that state at the saved point, so it continues as if it had never
 stopped: same seed, same machine → same labels.
 """

@@ -124,7 +124,7 @@ class PretrainConfig:
 class ClusterConfig:
     """METHOD §6.5 and §7: the clustering stage."""
 
-    #: Number of clusters; None estimates it with Leiden on the pretrained embedding.
+    #: Number of clusters; None estimates it from the pretrained embedding (scsc/k_selection.py).
     n_clusters: int | None = None
     #: 5 (published 50): on the tuning collection (5 seeds) the stage moved mean ARI over its KMeans start by
     #: +0.017 with 5 epochs, +0.007 with 10 and +0.002 with 50 (docs/method.md).

@@ -54,6 +54,7 @@ class ScSiameseClu(nn.Module):
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
         #: Whether whole-data embeddings of a minibatch run can use the whole graph (see :meth:`forward`).
         self.fusion_takes_groups = capability(self.fusion, "takes_groups")
+        self._fusion_takes_rows = capability(self.fusion, "takes_rows")
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
@@ -70,7 +71,7 @@ class ScSiameseClu(nn.Module):
         br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=propagation)
         if groups is not None:
             z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups)
-        elif rows is not None and capability(self.fusion, "takes_rows"):
+        elif rows is not None and self._fusion_takes_rows:
             z = self.fusion(br.z_ae, br.z_g, adj_main, rows=rows)
         else:  # a fusion without per-cell parameters sees only the batch's tensors
             z = self.fusion(br.z_ae, br.z_g, adj_main)

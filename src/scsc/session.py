@@ -250,8 +250,7 @@ class RunSession:
             return
         if self.start_state is None:
             raise ConfigError("the checkpoint holds no pretrained state to cluster the other candidate K from")
-        end = {"encoder": self.model.encoder.state_dict(), "fusion": self.model.fusion.state_dict()}
-        end = {name: {k: v.clone() for k, v in part.items()} for name, part in end.items()}
+        end = {"encoder": _state_copy(self.model.encoder), "fusion": _state_copy(self.model.fusion)}
         head_end = self._head_copy()
         self.timings.start("other_k")
         for k in ks:
@@ -313,8 +312,8 @@ class RunSession:
         restore_head(self.model.head, state, self.cfg.device)
 
     # ------------------------------------------------------------------ outputs
-    def result(self, keep_checkpoint: bool = False):
-        """The :class:`~scsc.api.RunResult`: the kept cells' AnnData with embedding, labels and metadata."""
+    def result(self, keep_checkpoint: bool = False) -> RunResult:
+        """The :class:`RunResult`: the kept cells' AnnData with embedding, labels and metadata."""
         self.timings.stop("total")
         if not keep_checkpoint and self.ctx.is_main:
             self.checkpointer.remove()

@@ -117,8 +117,9 @@ def ablate(
         None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
                             "pretrain.ae_epochs=50. A variant's own settings still win."),
     n_clusters: Optional[int] = typer.Option(
-        None, "--n-clusters", "-k", min=2, help="Number of clusters for every dataset (default: the config's, "
-                                                "else estimated by Leiden)."),
+        None, "--n-clusters", "-k", min=2,
+        help="Number of clusters for every dataset (default: the config's, else estimated from the pretrained "
+             "embedding as in scsc cluster)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Cells run in parallel worker processes "
                              "(0: one after another in this process, for debugging)."),
     layer: Optional[str] = LAYER,

@@ -50,10 +50,11 @@ def _cells_epoch(state: TrainState, step: nn.Module, opt: torch.optim.Optimizer,
         for idx in cell_batches(rng, data.n_cells, bs, cap, ctx):
             xb = data.x[torch.from_numpy(idx).to(data.device)]
             loss, terms = optimizer_step(step, opt, xb)
-            total += loss.item() * len(xb)
+            value = loss.item()  # one host sync per step: a term that is the loss itself reuses it
+            total += value * len(xb)
             count += len(xb)
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * len(xb)
+                sums[k] = sums.get(k, 0.0) + (value if v is loss else v.item()) * len(xb)
         return {k: v / count for k, v in sums.items()}, total / count
 
     return epoch_fn
