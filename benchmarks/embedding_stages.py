@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.peers import leiden_at_k
 from benchmarks.quality import DATA, run_tasks
 
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
@@ -58,14 +57,9 @@ def _jaccard(a):
 
 def _leiden_on(z, k: int, seed: int):
     """Leiden labels (N,) on the 15-NN graph of ``z`` (N × d), resolution bisected to K (the peer's search)."""
-    import anndata as ad
-    import numpy as np
-    import scanpy as sc
+    from scsc.leiden import knn_connectivities, leiden_at_k
 
-    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
-    tmp.obsm["X_z"] = z
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=15, random_state=seed)
-    return leiden_at_k(tmp, k, seed)
+    return leiden_at_k(knn_connectivities(z, 15, seed), k, seed)
 
 
 def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[dict]:

@@ -10,6 +10,9 @@ import sys
 
 import scanpy as sc
 
+from scsc.leiden import leiden
+from scsc.leiden import leiden_at_k as scsc_leiden_at_k
+
 
 def standard_preprocess(a):
     """Normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN graph (scanpy defaults otherwise)."""
@@ -29,23 +32,18 @@ def leiden_at_k(a, k: int, seed: int = 0):
 
     Bisection over [0.01, 5] for at most 25 steps; the last partition is returned if K is never hit exactly.
     """
-    lo, hi, labels = 0.01, 5.0, None
-    for _ in range(25):
-        res = (lo + hi) / 2
-        sc.tl.leiden(a, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed,
-                     key_added="leiden_k")
-        labels = a.obs["leiden_k"].to_numpy()
-        n = len(set(labels))
-        if n == k:
-            break
-        lo, hi = (res, hi) if n < k else (lo, res)
-    return labels
+    return scsc_leiden_at_k(a.obsp["connectivities"], k, seed)
+
+
+def leiden_default(a):
+    """Leiden labels (N,) at the default resolution 1 on the neighbour graph of ``a`` (the scanpy user's run)."""
+    return leiden(a.obsp["connectivities"], 1.0, 0)
 
 
 if __name__ == "__main__":
     import scsc
 
     a = standard_preprocess(scsc.read(sys.argv[1]))
-    sc.tl.leiden(a, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    a.obs["leiden"] = leiden_default(a).astype(str)
     sc.tl.umap(a, random_state=0)
     print(a.obs["leiden"].nunique(), "Leiden clusters")

@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import scsc
+from scsc import RunControl
 from scsc.config import RunConfig
 from scsc.data.io import write_h5_counts
 from scsc.distributed import Context
@@ -60,7 +61,8 @@ def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
 def test_distributed_needs_minibatches(sim):
     cfg = RunConfig().override(SETS + ["minibatch.batch_size=0"])
     with pytest.raises(ConfigError, match="--batch-size"):
-        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, context=Context(rank=0, world=2))
+        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg,
+                 control=RunControl(context=Context(rank=0, world=2)))
 
 
 def test_distributed_flag_without_torchrun_is_a_plain_run(runner, cli_app, data_file, tmp_path):

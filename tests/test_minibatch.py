@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 import scsc
+from scsc import RunControl
 from scsc.checkpoint import FILE_NAME
 from scsc.config import MinibatchConfig, RunConfig
 from scsc.data.batches import plan_batches, resolve_batch_size
@@ -189,9 +190,9 @@ def test_minibatch_resume_equals_uninterrupted_run(sim, tmp_path, stage, n):
     reference = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):
-        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, reporter=StopAfter(stage, n), checkpoint=path,
-                 checkpoint_every=2)
-    r = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, checkpoint=path, checkpoint_every=2, resume=True)
+        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, reporter=StopAfter(stage, n),
+                 control=RunControl(path, 2))
+    r = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, control=RunControl(path, 2, resume=True))
     assert np.array_equal(r.labels, reference.labels)
     assert np.allclose(r.embedding, reference.embedding, atol=1e-4)
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import scsc
+from scsc import RunControl
 from scsc.checkpoint import FILE_NAME
 from scsc.config import RunConfig
 from scsc.data.io import write_h5_counts
@@ -79,14 +80,14 @@ def test_api_resume_equals_uninterrupted_run(sim, api_reference, tmp_path, stage
     cfg = RunConfig().override(API_SETS)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):
-        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, reporter=StopAfter(stage, n), checkpoint=path,
-                 checkpoint_every=2)
+        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, reporter=StopAfter(stage, n),
+                 control=RunControl(path, 2))
     state = torch.load(path, weights_only=False)
     assert (state["stage"], state["epoch"]) == (saved_stage, saved_epoch)
     assert len(state["history"]) == {"pretrain_ae": 2, "pretrain_gae": 4 + 2, "cluster_warmup": 12 + 2,
                                    "cluster": 12 + 4}[saved_stage]
 
-    r = scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, checkpoint=path, checkpoint_every=2, resume=True)
+    r = scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(path, 2, resume=True))
     assert np.array_equal(r.labels, api_reference.labels)
     assert np.allclose(r.embedding, api_reference.embedding, atol=1e-4)
     pd.testing.assert_frame_equal(r.loss_table, api_reference.loss_table, rtol=1e-4)
@@ -98,14 +99,15 @@ def test_api_resume_refuses_other_data_or_config(sim, tmp_path):
     cfg = RunConfig().override(API_SETS)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):
-        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, reporter=StopAfter("cluster", 2), checkpoint=path)
+        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, reporter=StopAfter("cluster", 2),
+                 control=RunControl(path))
     other = scsc.simulate(n_cells=190, n_types=3, n_genes=300, seed=5).to_anndata()
     with pytest.raises(scsc.InputError, match="different data"):
-        scsc.run(other, n_clusters=3, config=cfg, checkpoint=path, resume=True)
+        scsc.run(other, n_clusters=3, config=cfg, control=RunControl(path, resume=True))
     with pytest.raises(scsc.ConfigError, match="cluster.lr"):
-        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, checkpoint=path, resume=True, lr=1e-3)
+        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(path, resume=True), lr=1e-3)
     with pytest.raises(scsc.InputError, match="no checkpoint"):
-        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, checkpoint=tmp_path / "none.pt", resume=True)
+        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(tmp_path / "none.pt", resume=True))
     assert path.exists()  # a refused resume leaves the checkpoint alone
 
 
@@ -191,7 +193,7 @@ def test_cli_resume_refusals(sim, data_file, tmp_path, runner, cli_app):
     cfg = RunConfig().override(CLI_SETS + ["cluster.n_clusters=3"])
     with pytest.raises(Interrupt):
         scsc.run(sim.to_anndata(), config=cfg, reporter=StopAfter("pretrain: graph AE", 2),
-                 checkpoint=tmp_path / "run" / FILE_NAME, checkpoint_every=2)
+                 control=RunControl(tmp_path / "run" / FILE_NAME, 2))
     res = runner.invoke(cli_app, [*args, "--resume", "--set", "graph.k=12"])
     assert res.exit_code == 2 and "graph.k" in res.output and "Traceback" not in res.output
     res = runner.invoke(cli_app, [*args, "--resume", "--seed", "1"])
@@ -214,10 +216,10 @@ def test_pretrain_resumed_equals_uninterrupted_and_cli_continues_it(sim, data_fi
     reference = scsc.pretrain(sim.to_anndata(), cfg)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):
-        scsc.pretrain(sim.to_anndata(), cfg, reporter=StopAfter("pretrain: graph AE", 3), checkpoint=path,
-                      checkpoint_every=2)
+        scsc.pretrain(sim.to_anndata(), cfg, reporter=StopAfter("pretrain: graph AE", 3),
+                      control=RunControl(path, 2))
     assert torch.load(path, weights_only=False)["stage"] == "pretrain_gae"
-    resumed = scsc.pretrain(sim.to_anndata(), cfg, checkpoint=path, checkpoint_every=2, resume=True)
+    resumed = scsc.pretrain(sim.to_anndata(), cfg, control=RunControl(path, 2, resume=True))
     assert _encoder_equal(resumed["encoder"], reference["encoder"])
     assert [r["total"] for r in resumed["history"]] == pytest.approx([r["total"] for r in reference["history"]])
 
@@ -225,7 +227,7 @@ def test_pretrain_resumed_equals_uninterrupted_and_cli_continues_it(sim, data_fi
     out = tmp_path / "run"
     with pytest.raises(Interrupt):
         scsc.pretrain(sim.to_anndata(), cfg, reporter=StopAfter("pretrain: expression AE", 3),
-                      checkpoint=out / FILE_NAME, checkpoint_every=2)
+                      control=RunControl(out / FILE_NAME, 2))
     args = ["pretrain", str(data_file), "--out", str(out), "-q", *[a for s in API_SETS for a in ("--set", s)]]
     res = runner.invoke(cli_app, args)
     assert res.exit_code == 2 and "--resume" in res.output and "Traceback" not in res.output

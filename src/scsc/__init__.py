@@ -20,7 +20,7 @@ from .data.io import read, write_h5ad  # noqa: E402
 from .data.simulate import simulate  # noqa: E402
 from .errors import ConfigError, InputError, ScscError  # noqa: E402
 from .plugins import get_registry  # noqa: E402
-from .session import RunSession  # noqa: E402
+from .session import RunControl, RunSession  # noqa: E402
 from . import annotate  # noqa: E402,F401  (scsc.annotate.find_markers, annotate_clusters, transfer_labels)
 
 
@@ -31,4 +31,4 @@ def list_components() -> list[dict[str, str]]:
 
 
 __all__ = ["ConfigError", "InputError", "RunConfig", "ScscError", "__version__", "cluster", "list_components",
-           "make_config", "pretrain", "read", "run", "RunSession", "simulate", "write_h5ad"]
+           "make_config", "pretrain", "read", "run", "RunControl", "RunSession", "simulate", "write_h5ad"]

@@ -17,15 +17,14 @@ import anndata as ad
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RunConfig, check_device
-from .distributed import Context
 from .errors import ConfigError
 from .k_selection import parse_k
 from .plugins import Registry
-from .session import RunResult, RunSession, versions
+from .session import RunControl, RunResult, RunSession, versions
 from .train import Reporter
 
-__all__ = ["ALIASES", "RunResult", "check_device", "cluster", "load_checkpoint", "make_config", "pretrain", "run",
-           "save_checkpoint", "versions"]
+__all__ = ["ALIASES", "RunControl", "RunResult", "check_device", "cluster", "load_checkpoint", "make_config",
+           "pretrain", "run", "save_checkpoint", "versions"]
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
 ALIASES = {
@@ -74,20 +73,18 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
 
 # ----------------------------------------------------------------------------- public API
 def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
-             reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
-             checkpoint: str | Path | None = None, checkpoint_every: int = 10, resume: bool = False,
-             context: Context | None = None, **overrides: Any) -> dict[str, Any]:
+             reporter: Reporter | None = None, registry: Registry | None = None, control: RunControl | None = None,
+             **overrides: Any) -> dict[str, Any]:
     """Run the three pretraining stages (METHOD §7) on ``adata`` (raw counts, N × G).
 
     Returns a checkpoint dict (``encoder`` state, ``config``, ``fingerprint`` of the preprocessed data,
     ``history``, ``timings``) that :func:`cluster` accepts as ``pretrained=`` and :func:`save_checkpoint`
-    writes. ``checkpoint``, ``checkpoint_every``, ``resume`` and ``context`` work as in :func:`run` (these are
-    the first steps of the same :class:`~scsc.session.RunSession`); the run checkpoint is left in place for the
-    caller to remove once the result is saved.
+    writes. ``control`` (checkpoints, resume, distributed rank) works as in :func:`run` (these are the first steps
+    of the same :class:`~scsc.session.RunSession`); the run checkpoint is left in place for the caller to remove
+    once the result is saved.
     """
     cfg = make_config(config, **overrides)
-    session = RunSession(adata, cfg, reporter=reporter, registry=registry, source=source, checkpoint=checkpoint,
-                         checkpoint_every=checkpoint_every, resume=resume, context=context)
+    session = RunSession(adata, cfg, reporter=reporter, registry=registry, control=control)
     session.prepare()
     session.pretrain()
     timings = {key: float(session.timings[key]) for key in ("preprocess_graph", "pretrain")}
@@ -121,28 +118,21 @@ def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = No
 
 
 def run(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
-        config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
-        registry: Registry | None = None, source: str | None = None, checkpoint: str | Path | None = None,
-        checkpoint_every: int = 10, resume: bool = False, keep_checkpoint: bool = False,
-        context: Context | None = None, **overrides: Any) -> RunResult:
+        config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None,
+        reporter: Reporter | None = None, registry: Registry | None = None, control: RunControl | None = None,
+        **overrides: Any) -> RunResult:
     """:func:`cluster` with every intermediate returned as a :class:`RunResult`.
 
-    With ``checkpoint`` (a file path), the whole training state is written there every ``checkpoint_every``
-    epochs of each stage and after each stage's last epoch (0 disables). ``resume=True`` continues from that
-    file: the config must equal the saved one and the data must be the same; the result then equals that of an
-    uninterrupted run (same seed, same machine). The file is removed when the run finishes, unless
-    ``keep_checkpoint`` (the CLI removes it only once the results are written).
-
-    ``context`` (from :func:`scsc.distributed.from_environment` under ``torchrun``) makes this process one rank
-    of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and every rank
-    returns the same result.
+    ``control`` (:class:`~scsc.session.RunControl`) drives the run without changing what it computes: a
+    checkpoint file written during training and ``resume`` from it (the result then equals an uninterrupted
+    run's), whether to keep that file afterwards, the distributed rank under ``torchrun``, and the input's name
+    for messages. For example ``control=RunControl(checkpoint="run/checkpoint.pt", resume=True)``.
     """
     cfg = make_config(config, n_clusters=n_clusters, **overrides)
-    session = RunSession(adata, cfg, pretrained=pretrained, reporter=reporter, registry=registry, source=source,
-                         checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, context=context)
+    session = RunSession(adata, cfg, pretrained=pretrained, reporter=reporter, registry=registry, control=control)
     session.prepare()
     session.pretrain()
     session.choose_k()
     session.train()
     session.other_k()
-    return session.result(keep_checkpoint)
+    return session.result()

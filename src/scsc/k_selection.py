@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-#: Neighbours of the graph on Z (as scanpy's default neighbours for Leiden).
-N_NEIGHBORS = 15
+from .leiden import knn_connectivities, leiden
 #: Above this many cells K is estimated on random subsamples of this many (the size of the tuning datasets
 #: the threshold was chosen on): on a fixed 15-NN graph the connectivity of a split falls as cells are added,
 #: so the estimate grew with the number of cells (Zheng's PBMC: 6, 9, 13 and 14 clusters on 300, 600, 1,200
@@ -65,31 +64,6 @@ class KSelection:
                 "threshold": float(self.threshold), "resolution": float(self.resolution),
                 "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
                 "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason}
-
-
-def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0) -> sp.csr_matrix:
-    """scanpy's weighted kNN graph (UMAP connectivities) of the rows of ``z`` (N × d) → symmetric N × N CSR."""
-    import anndata as ad
-    import scanpy as sc
-
-    from .numba_cache import cache_umap_kernels
-
-    cache_umap_kernels()  # scanpy's neighbours import umap-learn
-    tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
-    tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed)
-    return sp.csr_matrix(tmp.obsp["connectivities"])
-
-
-def leiden(graph: sp.csr_matrix, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Leiden communities (scanpy, igraph flavour, modularity) of a weighted graph (N × N) → labels (N,)."""
-    import anndata as ad
-    import scanpy as sc
-
-    tmp = ad.AnnData(X=np.zeros((graph.shape[0], 1), dtype=np.float32))
-    sc.tl.leiden(tmp, resolution=resolution, adjacency=graph, flavor="igraph", n_iterations=2, directed=False,
-                 random_state=seed)
-    return tmp.obs["leiden"].astype(int).to_numpy()
 
 
 def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

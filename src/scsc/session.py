@@ -8,8 +8,9 @@
     session.other_k()        # every further candidate K, from the same pretraining
     result = session.result()
 
-:func:`scsc.api.run` is exactly this sequence. A resumed run (``checkpoint`` + ``resume``) skips what the saved
-run had finished and continues from its state; the result then equals an uninterrupted run's.
+:func:`scsc.api.run` is exactly this sequence. A resumed run (:class:`RunControl` with ``checkpoint`` and
+``resume``) skips what the saved run had finished and continues from its state; the result then equals an
+uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -92,6 +93,29 @@ def build_model(config: RunConfig, fp: dict[str, Any], registry: Registry | None
     return model.to(device=config.device, dtype=torch.float32)
 
 
+@dataclass(frozen=True)
+class RunControl:
+    """How a run is driven, not what it computes (the config says that): checkpoints, resume, rank, names.
+
+    ``checkpoint`` (a file path): the whole training state is written there every ``checkpoint_every`` epochs of
+    each stage and after each stage's last epoch (0 disables). ``resume=True`` continues from that file: the
+    config must equal the saved one and the data must be the same; the result then equals that of an
+    uninterrupted run (same seed, same machine). The file is removed when the run finishes, unless
+    ``keep_checkpoint`` (the CLI removes it only once the results are written).
+
+    ``context`` (from :func:`scsc.distributed.from_environment` under ``torchrun``) makes this process one rank
+    of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and every rank
+    returns the same result. ``source`` names the input in error messages (the file the data came from).
+    """
+
+    checkpoint: str | Path | None = None
+    checkpoint_every: int = 10
+    resume: bool = False
+    keep_checkpoint: bool = False
+    context: Context | None = None
+    source: str | None = None
+
+
 class RunSession:
     """The state of one run (data, model, RNG, checkpoints, distributed context) and its steps.
 
@@ -99,12 +123,13 @@ class RunSession:
     """
 
     def __init__(self, adata: ad.AnnData, config: RunConfig, *, pretrained: dict | str | Path | None = None,
-                 reporter: Reporter | None = None, registry: Registry | None = None, source: str | None = None,
-                 checkpoint: str | Path | None = None, checkpoint_every: int = 10, resume: bool = False,
-                 context: Context | None = None):
-        self.adata, self.cfg, self.source = adata, config, source
+                 reporter: Reporter | None = None, registry: Registry | None = None,
+                 control: RunControl | None = None):
+        self.control = control = control or RunControl()
+        self.adata, self.cfg, self.source = adata, config, control.source
         self.pretrained, self.reporter, self.registry = pretrained, reporter, registry
-        self.ctx = context or Context()
+        self.ctx = control.context or Context()
+        checkpoint = control.checkpoint
         check_device(config.device)
         c = config.cluster
         for k in ([c.n_clusters] if c.n_clusters is not None else []) + list(c.k_candidates):
@@ -114,8 +139,8 @@ class RunSession:
             raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
                               f"{list(c.k_candidates)}")
         # Before any work: a missing checkpoint or a changed config is refused at once.
-        self.checkpointer = Checkpointer(checkpoint, checkpoint_every if self.ctx.is_main else 0, config,
-                                         resume=resume)
+        self.checkpointer = Checkpointer(checkpoint, control.checkpoint_every if self.ctx.is_main else 0, config,
+                                         resume=control.resume)
         ck = self.checkpointer
         if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
             raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
@@ -312,10 +337,11 @@ class RunSession:
         restore_head(self.model.head, state, self.cfg.device)
 
     # ------------------------------------------------------------------ outputs
-    def result(self, keep_checkpoint: bool = False) -> RunResult:
-        """The :class:`RunResult`: the kept cells' AnnData with embedding, labels and metadata."""
+    def result(self) -> RunResult:
+        """The :class:`RunResult`: the kept cells' AnnData with embedding, labels and metadata; the run
+        checkpoint is removed unless ``control.keep_checkpoint``."""
         self.timings.stop("total")
-        if not keep_checkpoint and self.ctx.is_main:
+        if not self.control.keep_checkpoint and self.ctx.is_main:
             self.checkpointer.remove()
         k, labels, cfg = int(self.k), self.labels, self.cfg
         out = self.prepared.adata

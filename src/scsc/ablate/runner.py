@@ -161,6 +161,7 @@ def _peak_mem_mb() -> float:
 def execute(task: dict[str, Any]) -> dict[str, Any]:
     """Run one task (``kind`` ``pretrain`` or ``cell``) and return a result dict; never raises."""
     from .. import api
+    from ..session import RunControl
 
     t0 = time.perf_counter()
     out: dict[str, Any] = {"kind": task["kind"], "id": task["id"]}
@@ -168,11 +169,11 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
         ds, cfg = _task_config(task)
         adata = ds.read()
         if task["kind"] == "pretrain":
-            ckpt = api.pretrain(adata, cfg, source=str(ds.path))
+            ckpt = api.pretrain(adata, cfg, control=RunControl(source=str(ds.path)))
             api.save_checkpoint(ckpt, task["checkpoint"])
         else:
             ckpt = api.load_checkpoint(task["checkpoint"])
-            result = api.run(adata, config=cfg, pretrained=ckpt, source=str(ds.path))
+            result = api.run(adata, config=cfg, pretrained=ckpt, control=RunControl(source=str(ds.path)))
             out["n_clusters"] = result.n_clusters
             out["metrics"] = (result.metrics or {}).get("scsc", {})
             out["kmeans"] = (result.metrics or {}).get("pretrain_kmeans", {})

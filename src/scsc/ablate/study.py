@@ -62,6 +62,14 @@ class StudyError(ConfigError):
     """A study file that cannot be run; the message lists every problem with its line."""
 
 
+def _set_options(layer: str | None, label_key: str | None, transpose: bool, n_clusters: int | None
+                 ) -> dict[str, Any]:
+    """The reading options and K of a ``[[datasets]]`` entry that differ from the defaults (as TOML keys)."""
+    out: dict[str, Any] = {"layer": layer, "label_key": label_key, "transpose": True if transpose else None,
+                           "n_clusters": n_clusters}
+    return {key: value for key, value in out.items() if value not in (None, "")}
+
+
 # ----------------------------------------------------------------------------- model
 @dataclass
 class DatasetSpec:
@@ -81,16 +89,8 @@ class DatasetSpec:
         return read(self.path, layer=self.layer, label_key=self.label_key, transpose=self.transpose)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "path": str(self.path)}
-        if self.layer:
-            out["layer"] = self.layer
-        if self.label_key:
-            out["label_key"] = self.label_key
-        if self.transpose:
-            out["transpose"] = True
-        if self.n_clusters is not None:
-            out["n_clusters"] = self.n_clusters
-        return out
+        return {"name": self.name, "path": str(self.path),
+                **_set_options(self.layer, self.label_key, self.transpose, self.n_clusters)}
 
 
 @dataclass
@@ -350,16 +350,7 @@ def study_from_data(paths: list[str | Path], *, preset: str = "paper", seeds: li
     """A study of a preset's variants on data files named on the command line, read as ``read`` says."""
     datasets: list[Any] = []
     for p in paths:
-        entry: dict[str, Any] = {"path": str(p)}
-        if read.layer:
-            entry["layer"] = read.layer
-        if read.label_key:
-            entry["label_key"] = read.label_key
-        if read.transpose:
-            entry["transpose"] = True
-        if n_clusters is not None:
-            entry["n_clusters"] = n_clusters
-        datasets.append(entry)
+        datasets.append({"path": str(p), **_set_options(read.layer, read.label_key, read.transpose, n_clusters)})
     data = {"title": f"preset {preset!r}", "datasets": datasets, "preset": preset}
     return build_study(data, source=None, text=None, preset=preset, seeds=seeds, sets=sets, epochs=epochs,
                        registry=registry)

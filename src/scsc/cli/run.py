@@ -160,6 +160,7 @@ def pretrain(
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
     from ..api import pretrain as run_pretrain
+    from ..session import RunControl
     from ..checkpoint import save_checkpoint
 
     out = out or default_out(data)
@@ -171,8 +172,8 @@ def pretrain(
 
     def work(ctx):
         with RichReporter(err_console, enabled=not quiet and ctx.is_main) as rep:
-            return run_pretrain(adata, cfg, reporter=rep, source=str(data), checkpoint=ck_path,
-                                checkpoint_every=checkpoint_every, resume=resume, context=ctx)
+            control = RunControl(ck_path, checkpoint_every, resume, context=ctx, source=str(data))
+            return run_pretrain(adata, cfg, reporter=rep, control=control)
 
     ctx, record = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
@@ -224,6 +225,7 @@ def cluster(
     interruption; it is removed once the results are written.
     """
     from ..api import run
+    from ..session import RunControl
 
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
@@ -236,9 +238,9 @@ def cluster(
 
     def work(ctx):
         with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
-            return run(adata, config=cfg, pretrained=pretrained, reporter=rep, source=str(data),
-                       checkpoint=ck_path, checkpoint_every=checkpoint_every, resume=resume,
-                       keep_checkpoint=True, context=ctx)
+            control = RunControl(ck_path, checkpoint_every, resume, keep_checkpoint=True, context=ctx,
+                                 source=str(data))
+            return run(adata, config=cfg, pretrained=pretrained, reporter=rep, control=control)
 
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:

@@ -4,7 +4,9 @@ It implements scsc's head contract (``scsc.components.base.ClusterHead``) by sub
 head and replacing only ``init``: the clusters come from Leiden communities of the embedding's kNN graph rather
 than KMeans, handed to the head's public ``start_from``; the OT column marginal is their (unequal) sizes, and
 minibatch training gets each batch's share of them.
-Memory stays linear in the number of cells (a k-nearest-neighbour graph, no N × N matrix).
+The graph and the communities are scsc's own Leiden helpers (``scsc.leiden``: scanpy's 15-NN connectivities and
+igraph Leiden), the same as the estimate of K and the scanpy peers use. Memory stays linear in the number of
+cells (a k-nearest-neighbour graph, no N × N matrix).
 """
 
 from __future__ import annotations
@@ -13,37 +15,7 @@ import numpy as np
 from torch import Tensor
 
 from scsc.components.cluster import SinkhornHead
-
-N_NEIGHBORS = 15
-MAX_SEARCH = 24
-
-
-def knn_graph(z: np.ndarray, n_neighbors: int = N_NEIGHBORS):
-    """Undirected igraph Graph of the exact kNN of ``z`` (N × d), edge weights 1 (connectivities)."""
-    import igraph as ig
-    from sklearn.neighbors import NearestNeighbors
-
-    n = z.shape[0]
-    k = max(1, min(n_neighbors, n - 1))
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
-    rows = np.repeat(np.arange(n), k)
-    cols = idx[:, 1:].reshape(-1)
-    pairs = np.unique(np.sort(np.stack([rows, cols], axis=1), axis=1), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    return ig.Graph(n=n, edges=pairs.tolist(), directed=False)
-
-
-def leiden_labels(graph, resolution: float, seed: int) -> np.ndarray:
-    """Leiden communities (RB configuration, i.e. modularity with a resolution), relabelled by size."""
-    import leidenalg
-
-    part = leidenalg.find_partition(graph, leidenalg.RBConfigurationVertexPartition,
-                                    resolution_parameter=float(resolution), seed=int(seed), n_iterations=2)
-    labels = np.asarray(part.membership, dtype=np.int64)
-    order = np.argsort(-np.bincount(labels), kind="stable")
-    remap = np.empty_like(order)
-    remap[order] = np.arange(len(order))
-    return remap[labels]
+from scsc.leiden import knn_connectivities, leiden, leiden_at_k
 
 
 def _merge_to(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -61,27 +33,14 @@ def _merge_to(z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def partition(z: np.ndarray, k: int | None, resolution: float, seed: int) -> np.ndarray:
-    """Leiden labels of ``z``; with ``k``, the resolution is searched (bisection) to give ``k`` communities."""
-    graph = knn_graph(z)
-    labels = leiden_labels(graph, resolution, seed)
+    """Leiden labels (N,) of ``z`` (N × d) at ``resolution``; with ``k``, the resolution is bisected to give ``k``
+    communities (``scsc.leiden.leiden_at_k``), and communities beyond ``k`` are merged into their nearest."""
+    graph = knn_connectivities(z, seed=seed)
+    labels = leiden(graph, resolution, seed)
     if k is None or labels.max() + 1 == k:
         return labels
-    lo, hi = (0.0, resolution) if labels.max() + 1 > k else (resolution, None)
-    best = labels
-    res = resolution
-    for _ in range(MAX_SEARCH):
-        res = (lo + hi) / 2 if hi is not None else res * 2
-        cand = leiden_labels(graph, res, seed)
-        n = cand.max() + 1
-        if abs(n - k) < abs(best.max() + 1 - k) or (abs(n - k) == abs(best.max() + 1 - k) and n > k):
-            best = cand
-        if n == k:
-            return cand
-        if n > k:
-            hi = res
-        else:
-            lo = res
-    return _merge_to(z, best, k) if best.max() + 1 > k else best
+    labels = leiden_at_k(graph, k, seed)
+    return _merge_to(z, labels, k) if labels.max() + 1 > k else labels
 
 
 class LeidenHead(SinkhornHead):
