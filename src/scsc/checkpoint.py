@@ -88,15 +88,17 @@ def check_config(state: dict[str, Any], config: RunConfig, where: str) -> None:
                           f"(checkpoint {value(saved)!r}, now {value(now)!r}); resume with the same options")
 
 
-def check_fingerprint(state: dict[str, Any], fingerprint: dict[str, Any], where: str) -> None:
-    """Refuse to resume on data other than the data the checkpoint was written for."""
-    saved = state["fingerprint"]
+def check_same_data(saved: dict[str, Any], now: dict[str, Any], where: str, *, written: str = "written for",
+                    rtol: float = 1e-6) -> None:
+    """Refuse a checkpoint whose data fingerprint ``saved`` is not ``now`` (both from
+    :func:`~scsc.data.prepare.fingerprint`): cell, input and gene counts must match and the sum of absolute
+    input values agree to ``rtol``. ``written`` says how the checkpoint relates to its data in the message."""
     for key in ("n_cells", "n_input", "n_genes"):
-        if saved.get(key) != fingerprint[key]:
-            raise InputError(f"{where}: checkpoint was written for different data "
-                             f"({key} {saved.get(key)} ≠ {fingerprint[key]})")
-    if not np.isclose(saved.get("abs_sum", 0.0), fingerprint["abs_sum"], rtol=1e-6):
-        raise InputError(f"{where}: checkpoint was written for different data or preprocessing")
+        if saved.get(key) != now[key]:
+            raise InputError(f"{where}: checkpoint was {written} different data "
+                             f"({key} {saved.get(key)} ≠ {now[key]})")
+    if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=rtol):
+        raise InputError(f"{where}: checkpoint was {written} different data or preprocessing")
 
 
 # ----------------------------------------------------------------------------- pretrain.pt
@@ -112,17 +114,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "encoder" not in payload or "fingerprint" not in payload:
         raise InputError(f"{path}: not a scsc pretraining checkpoint")
     return payload
-
-
-def check_pretrained_fingerprint(saved: dict, now: dict[str, Any], where: str) -> None:
-    """Refuse a pretrain.pt written for other data than ``now`` (a :func:`~scsc.data.prepare.fingerprint`)."""
-    for key in ("n_cells", "n_input", "n_genes"):
-        if saved.get(key) != now[key]:
-            raise InputError(
-                f"{where}: checkpoint was pretrained on different data ({key} {saved.get(key)} ≠ {now[key]})"
-            )
-    if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=1e-4):
-        raise InputError(f"{where}: checkpoint was pretrained on different data or preprocessing")
 
 
 # ----------------------------------------------------------------------------- model and random state
@@ -263,7 +254,7 @@ class Checkpointer:
         """Tell the checkpointer what to save; on resume, the data must match the checkpoint's."""
         self.model, self.generator = model, generator
         if self.saved is not None:
-            check_fingerprint(self.saved, fingerprint, str(self.path))
+            check_same_data(self.saved["fingerprint"], fingerprint, str(self.path))
         self.fingerprint = fingerprint
         if self.enabled:
             # A kill during torch.save leaves its temporary file behind (the rename never happened).

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .checkpoint import Checkpointer, check_pretrained_fingerprint, load_checkpoint, restore_rng, rng_state
+from .checkpoint import Checkpointer, check_same_data, load_checkpoint, restore_rng, rng_state
 from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
@@ -202,7 +202,8 @@ class RunSession:
         else:
             where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
             record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
-            check_pretrained_fingerprint(record["fingerprint"], self.fingerprint, where)
+            check_same_data(record["fingerprint"], self.fingerprint, where, written="pretrained on",
+                            rtol=1e-4)
             try:
                 model.encoder.load_state_dict(record["encoder"])
             except RuntimeError:

@@ -156,13 +156,18 @@ class HeadBase(nn.Module):
         """No per-batch state."""
 
 
-#: The methods each kind must have (docs/plugins.md); capability flags are optional.
-REQUIRED = {
-    "augment": ("prepare", "views", "clean_views", "focus"),
-    "encoder": ("encode_views", "reconstruction_terms", "pretrain_stages"),
-    "fusion": ("__call__", "terms"),
-    "cluster": ("init", "soft_assign", "refresh", "loss", "predict", "focus"),
-}
+#: The Protocol of each kind (docs/plugins.md).
+PROTOCOLS: dict[str, type] = {"augment": Augmenter, "encoder": Encoder, "fusion": Fusion, "cluster": ClusterHead}
+
+
+def _methods(protocol: type) -> tuple[str, ...]:
+    """The methods a Protocol declares (in order), ``__call__`` included; capability flags are not methods."""
+    return tuple(name for name, value in vars(protocol).items()
+                 if callable(value) and (name == "__call__" or not name.startswith("_")))
+
+
+#: The methods each kind must have, read from its Protocol; capability flags are optional.
+REQUIRED = {kind: _methods(protocol) for kind, protocol in PROTOCOLS.items()}
 
 
 def check_contract(kind: str, name: str, component: object) -> None:
