@@ -248,14 +248,14 @@ def scaling_section(df: pd.DataFrame, exponents: pd.DataFrame | None) -> str:
     for _, r in df.iterrows():
         stages = " | ".join(fmt(r.get(f"stage_{k}")) for k in ("preprocess_graph", "pretrain", "init", "cluster"))
         err = f" ({r['error']})" if "error" in r and isinstance(r["error"], str) else ""
+        err += " †" if isinstance(r.get("note"), str) and r.get("note") else ""
         scsc_row = r.command.startswith("scsc")
         batch = fmt(r.get("batch_size", 0 if scsc_row else None), ",.0f") if scsc_row else "–"
         lines.append(f"| {r.cells:,} | {r.data} | {fmt(r.get('depth', 1.0), '.1f')} | {r.command}{err} | {batch} | "
                      f"{r.seconds:.0f} | {r.peak_gb:.2f} | {stages} | {fmt(r.get('ari'), '.3f')} |")
-    notes = [f"- {r.cells:,} cells: {r.note}." for _, r in df.iterrows()
-             if isinstance(r.get("note"), str) and r.get("note")]
+    notes = sorted({r.note for _, r in df.iterrows() if isinstance(r.get("note"), str) and r.get("note")})
     if notes:
-        lines += ["", *notes]
+        lines += ["", *(f"† {note}." for note in notes)]
     lines.append("")
     for (n, source), part in df.groupby(["cells", "data"]):
         mine = part[part.command.str.startswith("scsc")]

@@ -13,21 +13,16 @@ from torch import Tensor, nn
 
 from .config import RunConfig
 from .data.bundle import TrainData
-from .components.base import Views, capability, check_contract
+from .components.base import Branches, Views, capability, check_contract
 from .losses import adjacency_loss
 from .plugins import Registry, get_registry
 
 
 @dataclass
-class Forward:
-    """One forward pass over both views."""
+class Forward(Branches):
+    """One forward pass over both views: the encoder's :class:`Branches` and their fusion ``z`` (N × d)."""
 
-    z: Tensor
-    z_ae: Tensor | None
-    z_g: Tensor | None
-    ae_views: list[Tensor] | None
-    graph_views: list[Tensor] | None
-    propagation: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    z: Tensor = field(kw_only=True)
 
 
 class ScSiameseClu(nn.Module):
@@ -75,7 +70,7 @@ class ScSiameseClu(nn.Module):
             z = self.fusion(br.z_ae, br.z_g, adj_main, rows=rows)
         else:  # a fusion without per-cell parameters sees only the batch's tensors
             z = self.fusion(br.z_ae, br.z_g, adj_main)
-        return Forward(z, br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation)
+        return Forward(br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation, z=z)
 
     @torch.no_grad()
     def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Tensor:
