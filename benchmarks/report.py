@@ -198,8 +198,8 @@ def minibatch_section(full: pd.DataFrame, mini: pd.DataFrame, reference: str | N
     mini = mini[mini.method == "scsc"]
     size = int(mini.batch_size.max())
     lines = [f"## Minibatch training against full batch (batches of {size:,} cells)", "",
-             f"`python -m benchmarks.quality --set minibatch.batch_size={size} --no-baselines --threads 1`, seeds as "
-             "above, "
+             f"`python -m benchmarks.quality --set minibatch.batch_size={size} --no-baselines --threads 1`, seeds "
+             f"{', '.join(str(int(s)) for s in sorted(mini.seed.unique()))}, "
              + ("compared with the full-batch scsc rows of the quality table. " if reference is None else
                 f"compared with full-batch runs of the same config (`{reference}`). ")
              + "Each epoch of the graph stages trains on "
@@ -362,7 +362,7 @@ def main() -> None:
              "`python -m benchmarks.report benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv "
              "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
              "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv --minibatch "
-             "benchmarks/results/quality_minibatch*.csv --minibatch-reference benchmarks/results/quality_joint200.csv` "
+             "benchmarks/results/quality_minibatch*.csv` "
              "(which also draws the figures in `docs/figures/`). Raw numbers are in `benchmarks/results/`. Labels "
              "are used only for these scores. Defaults are chosen on the tuning collection only; the scoring set "
              "reports the adopted choice.", ""]
