@@ -104,6 +104,16 @@ def test_planted_k_is_found_on_a_small_simulation(types):
     assert r.adata.uns["scsc"]["k_selection"]["k"] == types
 
 
+@pytest.mark.parametrize("n_cells", [124, 252])
+def test_planted_k_is_found_at_plate_size_with_the_default_config(n_cells):
+    """Plate-sized data (a hundred or two cells; the held-back five-cell-line mixture once got 8 clusters for 5)
+    with the default config: K is the planted 5 and the types are recovered."""
+    adata = scsc.simulate(n_cells=n_cells, n_types=5, n_genes=2000, seed=0).to_anndata()
+    r = scsc.run(adata, seed=0)
+    assert r.k_estimated and r.n_clusters == 5, r.k_selection.scores
+    assert r.metrics["scsc"]["ari"] >= 0.95
+
+
 @pytest.fixture(scope="module")
 def sim4():
     return scsc.simulate(n_cells=300, n_types=4, n_genes=400, seed=3).to_anndata()
