@@ -329,6 +329,28 @@ def scaling_plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def gpu_section(df: pd.DataFrame) -> str:
+    """The table of ``benchmarks/gpu.py``: each command on the GPU with seconds, memory and ARI."""
+    lines = ["## On a GPU", "",
+             "`python -m benchmarks.gpu --data DIR --out DIR` on a machine with CUDA, alone on it: the tests marked "
+             "`gpu`, then `scsc cluster --device cuda` on CBMC and on simulated cells (10 types), each a fresh "
+             "process. Peak GPU memory is the most torch held at once (`uns[\"scsc\"][\"peak_gpu_memory_gb\"]`).", "",
+             "| data | device | cells | seconds | peak RSS GB | peak GPU GB | preprocess + graph s | pretrain s | "
+             "init s | cluster s | ARI |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def fmt(v, spec: str = ".0f") -> str:
+        return "–" if v is None or pd.isna(v) else format(v, spec)
+
+    for _, r in df.iterrows():
+        stages = " | ".join(fmt(r.get(f"stage_{k}"), ".1f") for k in ("preprocess_graph", "pretrain", "init",
+                                                                       "cluster"))
+        failed = f" (exit {int(r.exit_code)})" if r.get("exit_code", 0) else ""
+        lines.append(f"| {r.data}{failed} | {r.device} | {fmt(r.get('cells'), ',.0f')} | {r.seconds:.1f} | "
+                     f"{r.peak_rss_gb:.2f} | {fmt(r.get('peak_gpu_gb'), '.2f')} | {stages} | "
+                     f"{fmt(r.get('ari'), '.3f')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("quality", type=Path, nargs="+", help="quality CSV(s); several are concatenated")
@@ -344,6 +366,7 @@ def main() -> None:
     ap.add_argument("--under-load", type=Path, default=None, help="CSV of benchmarks/under_load.py")
     ap.add_argument("--earlier", nargs="*", default=[], choices=("minibatch", "scaling", "timing"),
                     help="sections whose CSVs were measured with earlier defaults (their heading says so)")
+    ap.add_argument("--gpu", type=Path, default=None, help="CSV of benchmarks/gpu.py (a run on a CUDA machine)")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     earlier_note = ("\n\n*Measured with the defaults before December 2026 (50 PCs, 50 clustering epochs; the "
@@ -392,6 +415,8 @@ def main() -> None:
         parts += ["", mark("minibatch", minibatch_section(full, mini, reference.as_posix() if reference else None))]
     if args.timing and args.timing.exists():
         parts += ["", mark("timing", timing_section(pd.read_csv(args.timing)))]
+    if args.gpu and args.gpu.exists():
+        parts += ["", gpu_section(pd.read_csv(args.gpu))]
     if args.scaling and args.scaling.exists():
         exp = args.scaling.with_name(args.scaling.stem + "_exponents.csv")
         scaling = pd.read_csv(args.scaling)

@@ -87,6 +87,10 @@ def test_every_tensor_of_a_run_is_on_the_device_in_float32(device, batch_size, s
     assert {"pretrain_ae", "pretrain_gae", "pretrain_joint", "cluster"} <= stages
     assert seen.wrong(device) == []
     assert session.labels.shape == (small_sim.counts.shape[0],)
+    uns = session.result().adata.uns["scsc"]
+    # A CUDA run records the most GPU memory it held (docs/benchmarks.md's GPU figures); a CPU run has none.
+    assert ("peak_gpu_memory_gb" in uns) == device.startswith("cuda")
+    assert uns.get("peak_gpu_memory_gb", 1.0) > 0
 
 
 @pytest.mark.gpu

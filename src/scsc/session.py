@@ -160,6 +160,8 @@ class RunSession:
     def prepare(self) -> None:
         """Preprocess, build the graph and the minibatch plan; seed and build the model."""
         cfg, ctx = self.cfg, self.ctx
+        if cfg.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(cfg.device)
         self.timings.start("total")
         self.timings.start("preprocess_graph")
         self.prepared, self.data = prepare(self.adata, cfg, self.source)
@@ -370,6 +372,7 @@ class RunSession:
             "timings": {key: float(v) for key, v in timings.items()},
             "cells_removed": int((~self.prepared.cell_mask).sum()),
             "minibatch": batch_summary(self.batches, self.data),
+            **_gpu_memory(cfg.device),
             **({"k_selection": self.selection.to_uns()} if self.selection is not None else {}),
             **({"metrics": metrics} if metrics else {}),
         }
@@ -377,6 +380,13 @@ class RunSession:
                          n_clusters=k, k_estimated=k_estimated, metrics=metrics, timings=timings,
                          model=self.model, checkpoint=self.record, k_selection=self.selection,
                          other_k={kk: v for kk, v in self.extra.items() if kk != k})
+
+
+def _gpu_memory(device: str) -> dict[str, float]:
+    """``{"peak_gpu_memory_gb": …}``: the most GPU memory torch held at once during the run (CUDA runs only)."""
+    if not device.startswith("cuda"):
+        return {}
+    return {"peak_gpu_memory_gb": float(torch.cuda.max_memory_allocated(device) / 1024**3)}
 
 
 def _categorical(labels: np.ndarray, k: int) -> pd.Categorical:

@@ -283,6 +283,8 @@ def _run_summary(result, out: Path) -> dict:
             **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
             **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
             "timings_s": result.timings,
+            **{key: result.adata.uns["scsc"][key] for key in ("peak_gpu_memory_gb",)
+               if key in result.adata.uns["scsc"]},
             "minibatch": result.adata.uns["scsc"]["minibatch"],
             "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
             **({"metrics": result.metrics} if result.metrics else {})}
@@ -319,6 +321,8 @@ def _print_summary(s: dict) -> None:
     t = s["timings_s"]
     table.add_row("time", f"{t['total']:.1f} s (preprocess+graph {t['preprocess_graph']:.1f}, pretrain "
                           f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})")
+    if "peak_gpu_memory_gb" in s:
+        table.add_row("GPU memory", f"{s['peak_gpu_memory_gb']:.2f} GB at most")
     for name, m in s.get("metrics", {}).items():
         table.add_row(f"vs labels: {name}", "  ".join(f"{k.upper()} {v:.3f}" for k, v in m.items()))
     console.print(table)
