@@ -5,8 +5,8 @@
 
 1. ``pytest -m gpu tests/test_device.py``: device placement of every tensor and loss term, float32, the CLI.
 2. ``scsc cluster --device cuda`` on CBMC (``DIR/Grace_CITE_CBMC_counts_top2000.h5``, K = 15; copy the file
-   there from ../shared/datasets when that folder is not on the GPU machine) and on ``--cells`` simulated cells
-   (``scsc simulate``, 10 types, K = 10), each in a fresh process.
+   there from ../shared/datasets when that folder is not on the GPU machine) and on ``--cells`` simulated
+   cells (``scsc simulate``, 10 types, K = 10), each in a fresh process.
 
 Writes ``OUT/gpu.csv`` (per command: wall seconds, peak RSS of the process, peak GPU memory torch held,
 stage seconds, ARI against the planted or annotated types) and ``OUT/gpu_tests.log``;
@@ -14,7 +14,8 @@ stage seconds, ARI against the planted or annotated types) and ``OUT/gpu_tests.l
 
 scsc runs from this checkout (``python -m scsc`` with ``src`` on the path), so a machine with torch and
 CUDA needs only scsc's other dependencies (anndata, scanpy, POT, …), for example as wheels installed with
-``pip install --no-index --target DIR``. Peak RSS is each command's own, from ``os.wait4`` (no ``/usr/bin/time``).
+``pip install --no-index --target DIR``. Peak RSS is each command's own, from ``os.wait4`` (no
+``/usr/bin/time``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _env() -> dict[str, str]:
 
 
 def run_command(cmd: list[str], log: Path) -> tuple[float, float, int]:
-    """Run ``cmd`` in a fresh process → (wall seconds, its own peak RSS in GB, exit code); output to ``log``."""
+    """Run ``cmd`` in a fresh process → (wall seconds, its own peak RSS in GB, exit code); output: ``log``."""
     t0 = time.perf_counter()
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
@@ -82,9 +83,10 @@ def main() -> None:
     log.write_text("")
     if not args.no_tests:
         with (args.out / "gpu_tests.log").open("w") as fh:
-            code = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                   "tests/test_device.py"], stdout=fh, stderr=subprocess.STDOUT, env=_env(),
-                                  cwd=ROOT, check=False).returncode
+            tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                     "tests/test_device.py"]
+            code = subprocess.run(tests, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
+                                  check=False).returncode
         print(f"pytest -m gpu: exit {code} (log: {args.out / 'gpu_tests.log'})")
     rows = []
     cbmc = args.data / CBMC[0]
@@ -93,8 +95,8 @@ def main() -> None:
     else:
         print(f"{cbmc} not found: CBMC skipped")
     sim = args.out / f"sim{args.cells}.h5"
-    run_command([sys.executable, "-m", "scsc", "simulate", str(sim), "--cells", str(args.cells), "--types", "10"],
-                log)
+    run_command([sys.executable, "-m", "scsc", "simulate", str(sim), "--cells", str(args.cells),
+                 "--types", "10"], log)
     rows.append(cluster_row(f"simulated {args.cells:,}", sim, 10, args.device, args.out, log))
     sim.unlink(missing_ok=True)
     table = pd.DataFrame(rows)
