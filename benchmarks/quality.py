@@ -42,7 +42,6 @@ def _peak_gb() -> float:
 
 
 def _baselines(path: str) -> list[dict]:
-    import scanpy as sc
     from sklearn.cluster import KMeans
 
     from scsc.data.io import read

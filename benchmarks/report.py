@@ -332,11 +332,12 @@ def scaling_plot(df: pd.DataFrame, path: Path) -> None:
 def gpu_section(df: pd.DataFrame) -> str:
     """The table of ``benchmarks/gpu.py``: each command on the GPU with seconds, memory and ARI."""
     lines = ["## On a GPU", "",
-             "`python -m benchmarks.gpu --data DIR --out DIR` on a machine with CUDA, alone on it: the tests marked "
-             "`gpu`, then `scsc cluster --device cuda` on CBMC and on simulated cells (10 types), each a fresh "
-             "process. Peak GPU memory is the most torch held at once (`uns[\"scsc\"][\"peak_gpu_memory_gb\"]`).", "",
-             "| data | device | cells | seconds | peak RSS GB | peak GPU GB | preprocess + graph s | pretrain s | "
-             "init s | cluster s | ARI |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             ("`python -m benchmarks.gpu --data DIR --out DIR` on a machine with CUDA, alone on it: the tests "
+              "marked `gpu`, then `scsc cluster --device cuda` on CBMC and on simulated cells (10 types), each a "
+              "fresh process. Peak GPU memory is the most torch held at once "
+              "(`uns[\"scsc\"][\"peak_gpu_memory_gb\"]`)."), "",
+             ("| data | device | cells | seconds | peak RSS GB | peak GPU GB | preprocess + graph s | pretrain s | "
+              "init s | cluster s | ARI |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def fmt(v, spec: str = ".0f") -> str:
         return "–" if v is None or pd.isna(v) else format(v, spec)

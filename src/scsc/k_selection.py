@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .leiden import knn_connectivities, leiden
+
 #: Above this many cells K is estimated on random subsamples of this many (the size of the tuning datasets
 #: the threshold was chosen on): on a fixed 15-NN graph the connectivity of a split falls as cells are added,
 #: so the estimate grew with the number of cells (Zheng's PBMC: 6, 9, 13 and 14 clusters on 300, 600, 1,200

@@ -160,8 +160,8 @@ def pretrain(
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
     from ..api import pretrain as run_pretrain
-    from ..session import RunControl
     from ..checkpoint import save_checkpoint
+    from ..session import RunControl
 
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
