@@ -62,11 +62,12 @@ def cluster_row(name: str, data: Path, k: int, device: str, out: Path, log: Path
     if code == 0:
         import anndata as ad
 
-        uns = ad.read_h5ad(run / "result.h5ad", backed="r").uns["scsc"]
+        result = ad.read_h5ad(run / "result.h5ad", backed="r")
+        uns = result.uns["scsc"]
         row.update({f"stage_{key}": float(v) for key, v in uns["timings"].items()})
         row["peak_gpu_gb"] = float(uns.get("peak_gpu_memory_gb", float("nan")))
         row["ari"] = float(uns["metrics"]["scsc"]["ari"]) if "metrics" in uns else float("nan")
-        row["cells"] = int(ad.read_h5ad(run / "result.h5ad", backed="r").n_obs)
+        row["cells"] = int(result.n_obs)
     return row
 
 

@@ -109,6 +109,9 @@ def test_api_resume_refuses_other_data_or_config(sim, tmp_path):
     with pytest.raises(scsc.InputError, match="no checkpoint"):
         scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(tmp_path / "none.pt", resume=True))
     assert path.exists()  # a refused resume leaves the checkpoint alone
+    # The keywords that RunControl took over are refused with a pointer to it, not silently read as config.
+    with pytest.raises(scsc.ConfigError, match="RunControl"):
+        scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, checkpoint=path, resume=True)
 
 
 # ----------------------------------------------------------------------------- CLI

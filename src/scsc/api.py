@@ -42,6 +42,10 @@ ALIASES = {
 }
 
 
+#: Keywords that drive a run rather than configure it (fields of :class:`RunControl`).
+_CONTROL_FIELDS = {"checkpoint", "checkpoint_every", "resume", "keep_checkpoint", "context", "source"}
+
+
 def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) -> RunConfig:
     """A :class:`RunConfig` from a config object or TOML path plus keyword overrides.
 
@@ -54,6 +58,10 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
         cfg = config.copy()
     else:
         cfg = RunConfig.from_toml(config)
+    moved = sorted(set(overrides) & _CONTROL_FIELDS)
+    if moved:  # keywords of scsc.run / scsc.pretrain before RunControl held them
+        raise ConfigError(f"{', '.join(k + '=' for k in moved)} now go into control=scsc.RunControl(...), "
+                          f"e.g. control=RunControl(checkpoint=..., resume=True)")
     dotted = {}
     for key, value in overrides.items():
         if value is None:

@@ -62,7 +62,7 @@ class StudyError(ConfigError):
     """A study file that cannot be run; the message lists every problem with its line."""
 
 
-def _set_options(layer: str | None, label_key: str | None, transpose: bool, n_clusters: int | None
+def _dataset_options(layer: str | None, label_key: str | None, transpose: bool, n_clusters: int | None
                  ) -> dict[str, Any]:
     """The reading options and K of a ``[[datasets]]`` entry that differ from the defaults (as TOML keys)."""
     out: dict[str, Any] = {"layer": layer, "label_key": label_key, "transpose": True if transpose else None,
@@ -90,7 +90,7 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path),
-                **_set_options(self.layer, self.label_key, self.transpose, self.n_clusters)}
+                **_dataset_options(self.layer, self.label_key, self.transpose, self.n_clusters)}
 
 
 @dataclass
@@ -350,7 +350,7 @@ def study_from_data(paths: list[str | Path], *, preset: str = "paper", seeds: li
     """A study of a preset's variants on data files named on the command line, read as ``read`` says."""
     datasets: list[Any] = []
     for p in paths:
-        datasets.append({"path": str(p), **_set_options(read.layer, read.label_key, read.transpose, n_clusters)})
+        datasets.append({"path": str(p), **_dataset_options(read.layer, read.label_key, read.transpose, n_clusters)})
     data = {"title": f"preset {preset!r}", "datasets": datasets, "preset": preset}
     return build_study(data, source=None, text=None, preset=preset, seeds=seeds, sets=sets, epochs=epochs,
                        registry=registry)

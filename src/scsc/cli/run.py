@@ -278,14 +278,14 @@ def _set_k(cfg: RunConfig, n_clusters: str) -> None:
 
 def _run_summary(result, out: Path) -> dict:
     """What ``scsc cluster`` prints (as a table or with --json) about a finished run."""
+    uns = result.adata.uns["scsc"]
     return {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
             "k_estimated": result.k_estimated,
             **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
             **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
             "timings_s": result.timings,
-            **{key: result.adata.uns["scsc"][key] for key in ("peak_gpu_memory_gb",)
-               if key in result.adata.uns["scsc"]},
-            "minibatch": result.adata.uns["scsc"]["minibatch"],
+            **({"peak_gpu_memory_gb": uns["peak_gpu_memory_gb"]} if "peak_gpu_memory_gb" in uns else {}),
+            "minibatch": uns["minibatch"],
             "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
             **({"metrics": result.metrics} if result.metrics else {})}
 
