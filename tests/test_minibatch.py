@@ -154,6 +154,57 @@ def test_batch_marginals_are_the_batch_share_of_the_initial_clusters():
     assert torch.equal(head.marginals, head.proportions)
 
 
+def _drifted_blobs():
+    """Three blobs (180 × 2, truth (180,)) and the same cells after the embedding moved on: the middle blob
+    drifted two thirds of the way towards the right one (what a centroid sees when no batch holds its cluster)."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [12.0, 0.0]])
+    z = torch.from_numpy(np.concatenate([rng.normal(c, 0.3, size=(60, 2)) for c in centres]).astype(np.float32))
+    moved = z.clone()
+    moved[60:120, 0] += 4.0
+    return z, moved, np.repeat(np.arange(3), 60)
+
+
+def test_refit_puts_each_centroid_on_the_mean_of_its_cells():
+    from scsc.components.cluster import SinkhornHead
+
+    z, moved, truth = _drifted_blobs()
+    head = SinkhornHead(RunConfig())
+    labels = head.init(z, 3)
+    head.refit(moved)
+    got = head.centroids.detach().numpy()[labels[::60]]
+    want = np.stack([moved[truth == t].numpy().mean(0) for t in range(3)])
+    assert np.abs(got - want).max() < 0.1
+    assert adjusted_rand_score(truth, head.predict(moved)) == 1.0
+
+
+def test_refit_repairs_the_partition_of_lagging_centroids():
+    from scsc.components.cluster import DECHead
+
+    z, moved, truth = _drifted_blobs()
+    head = DECHead(RunConfig())  # argmax Q: the nearest centroid takes the drifted cells
+    head.init(z, 3)
+    assert adjusted_rand_score(truth, head.predict(moved)) < 0.6
+    head.refit(moved)
+    assert adjusted_rand_score(truth, head.predict(moved)) > 0.9
+
+
+@pytest.mark.parametrize("batch_size,refits", [(300, 1), (0, 0)])
+def test_centroids_are_refit_after_minibatch_training_only(sim, monkeypatch, batch_size, refits):
+    from scsc.components.cluster import SinkhornHead
+
+    calls = []
+    original = SinkhornHead.refit
+    monkeypatch.setattr(SinkhornHead, "refit", lambda self, z: (calls.append(z.shape), original(self, z)))
+    cfg = RunConfig().override(FAST + [f"minibatch.batch_size={batch_size}"])
+    scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
+    assert len(calls) == refits
+    assert all(shape == (sim.counts.shape[0], 20) for shape in calls)  # on every cell's final embedding
+    calls.clear()
+    scsc.run(sim.to_anndata(), n_clusters=4, config=cfg.override(["cluster.refit_after_minibatch=false"]))
+    assert not calls
+
+
 def test_minibatch_run_is_deterministic_and_clusters(sim):
     cfg = RunConfig().override(FAST + ["minibatch.batch_size=300"])
     a = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)

@@ -325,6 +325,9 @@ class RunSession:
                 self._init_head(k)
         train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
         z = embed_cells(self.model, self.data, self.batches)
+        refit = getattr(self.model.head, "refit", None)
+        if self.batches is not None and self.cfg.cluster.refit_after_minibatch and refit is not None:
+            refit(z)
         labels = self.model.head.predict(z)
         self.ctx.check_same(labels)
         return z, labels

@@ -137,6 +137,26 @@ class StudentTHead(nn.Module):
     def predict(self, z: Tensor) -> np.ndarray:
         return self.soft_assign(z).argmax(dim=1).cpu().numpy()
 
+    def refit(self, z: Tensor) -> None:
+        """Move each centroid to the mean of the final embedding ``z`` (N × d) weighted by the head's own target
+        (one EM step; K × d, linear in N). A head without a target keeps its centroids.
+
+        Called after minibatch training only: a centroid then learns only from the batches that hold its
+        cluster, while every batch moves the shared encoder, so centroids can lag the embedding (docs/method.md,
+        "The clustering stage in minibatch mode").
+        """
+        self.refresh(z.detach())
+        if self.target is None:
+            return
+        w = self.target.to(z.dtype)
+        with torch.no_grad():
+            mass = w.sum(dim=0)
+            means = (w.T @ z.detach()) / mass.clamp_min(1e-12)[:, None]
+            keep = mass <= 1e-12  # a cluster the target leaves empty keeps its centroid
+            means[keep] = self.centroids[keep]
+            self.centroids.copy_(means)
+        self.target = None
+
 
 class SinkhornHead(StudentTHead):
     """Optimal-transport target with the predefined (KMeans) cluster proportions."""
@@ -176,6 +196,9 @@ class KMeansHead(StudentTHead):
 
     def predict(self, z: Tensor) -> np.ndarray:
         return kmeans(z.detach().cpu().numpy(), self.n_clusters, self.seed)[0]
+
+    def refit(self, z: Tensor) -> None:
+        """Fixed centroids: nothing to refit (the prediction is KMeans on ``z``)."""
 
 
 @hookimpl
