@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import RunConfig
-from ..losses import kl_target
+from ..losses import kl_target, soft_readout
 from ..plugins.hookspecs import hookimpl
 
 
@@ -139,7 +139,7 @@ class StudentTHead(nn.Module):
 
     def refit(self, z: Tensor) -> None:
         """Move each centroid to the mean of the final embedding ``z`` (N × d) weighted by the head's own target
-        (one EM step; K × d, linear in N). A head without a target keeps its centroids.
+        (one EM step; K × d, linear in N). A head without a target (``kmeans``) keeps its centroids.
 
         Called after minibatch training only: a centroid then learns only from the batches that hold its
         cluster, while every batch moves the shared encoder, so centroids can lag the embedding (docs/method.md,
@@ -150,10 +150,9 @@ class StudentTHead(nn.Module):
             return
         w = self.target.to(z.dtype)
         with torch.no_grad():
-            mass = w.sum(dim=0)
-            means = (w.T @ z.detach()) / mass.clamp_min(1e-12)[:, None]
-            keep = mass <= 1e-12  # a cluster the target leaves empty keeps its centroid
-            means[keep] = self.centroids[keep]
+            means = soft_readout(z.detach(), w)
+            empty = w.sum(dim=0) <= 1e-12  # a cluster the target leaves empty keeps its centroid
+            means[empty] = self.centroids[empty]
             self.centroids.copy_(means)
         self.target = None
 
@@ -196,9 +195,6 @@ class KMeansHead(StudentTHead):
 
     def predict(self, z: Tensor) -> np.ndarray:
         return kmeans(z.detach().cpu().numpy(), self.n_clusters, self.seed)[0]
-
-    def refit(self, z: Tensor) -> None:
-        """Fixed centroids: nothing to refit (the prediction is KMeans on ``z``)."""
 
 
 @hookimpl
