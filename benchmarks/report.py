@@ -352,6 +352,26 @@ def gpu_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def ranks_section(df: pd.DataFrame) -> str:
+    """The table of ``benchmarks/ranks.py``: peak memory of every rank of a distributed run against one process."""
+    cells = int(df.cells.iloc[0])
+    sets = df.sets.iloc[0] if "sets" in df and isinstance(df.sets.iloc[0], str) else ""
+    lines = [f"## Memory per rank of a distributed run ({cells:,} simulated cells)", "",
+             (f"`python -m benchmarks.ranks --cells {cells} --ranks {' '.join(str(r) for r in df.ranks)}"
+              + "".join(f" --set {x}" for x in sets.split()) + "`, alone on the machine: one whole "
+              "`scsc cluster --distributed` per row (1 rank: a plain process; more: `torchrun`), each rank's "
+              "peak RSS recorded by the rank itself. The cores are divided among the ranks (at least one thread "
+              "each, so 4 ranks share 2 cores: their seconds are not a speed-up figure)."
+              + (" Shortened schedules: the peak is reached in the whole-data embeddings and the clustering "
+                 "stage, whose size does not depend on the number of epochs." if sets else "")), "",
+             "| ranks | threads per rank | seconds | peak GB, largest rank | peak GB per rank | fall from 1 rank | ARI |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r.ranks} | {r.threads_per_rank} | {r.seconds:.0f} | {r.peak_gb_max:.2f} | "
+                     f"{r.peak_gb_per_rank} | {r.fall_vs_fewest:.2f}× | {r.ari:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("quality", type=Path, nargs="+", help="quality CSV(s); several are concatenated")
@@ -368,6 +388,7 @@ def main() -> None:
     ap.add_argument("--earlier", nargs="*", default=[], choices=("minibatch", "scaling", "timing"),
                     help="sections whose CSVs were measured with earlier defaults (their heading says so)")
     ap.add_argument("--gpu", type=Path, default=None, help="CSV of benchmarks/gpu.py (a run on a CUDA machine)")
+    ap.add_argument("--ranks", type=Path, default=None, help="CSV of benchmarks/ranks.py")
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     args = ap.parse_args()
     earlier_note = ("\n\n*Measured with the defaults before December 2026 (50 PCs, 50 clustering epochs; the "
@@ -418,6 +439,8 @@ def main() -> None:
         parts += ["", mark("timing", timing_section(pd.read_csv(args.timing)))]
     if args.gpu and args.gpu.exists():
         parts += ["", gpu_section(pd.read_csv(args.gpu))]
+    if args.ranks and args.ranks.exists():
+        parts += ["", ranks_section(pd.read_csv(args.ranks))]
     if args.scaling and args.scaling.exists():
         exp = args.scaling.with_name(args.scaling.stem + "_exponents.csv")
         scaling = pd.read_csv(args.scaling)

@@ -1,11 +1,12 @@
 """Data-parallel training with PyTorch distributed (``torchrun`` → DistributedDataParallel).
 
-Every process (rank) reads and preprocesses the same data and builds the same minibatch plan (both are
-deterministic), so no data is sent between ranks. At epoch e of a graph stage, rank r trains on batch
-``e · W + r`` of the plan (W ranks): the W batches of one optimizer step are disjoint subgraphs, and
-DistributedDataParallel averages their gradients. Rank 0 initialises the clustering head (KMeans, and the
-Leiden estimate of K) and broadcasts it; it alone writes checkpoints and results. Every rank computes the
-final embedding and labels with the same weights, and the run checks that the labels agree.
+Every process (rank) reads a contiguous shard of the cells (:meth:`Context.shard`); preprocessing adds its
+statistics up over the ranks (:meth:`Context.all_sum`), so every rank gets the same PCA input of all cells and
+builds the same kNN graph and minibatch plan. The plan deals its parts out to the ranks by graph region and the
+counts move once (:mod:`scsc.data.shards`): each rank trains on batches of its own cells, and
+DistributedDataParallel averages the W batches' gradients of a step. Rank 0 initialises the clustering head
+(KMeans, and the estimate of K) and broadcasts it; it alone writes checkpoints and results. Every rank computes
+the final embedding and labels with the same weights, and the run checks that the labels agree.
 
 The transport target of a batch meets that batch's share of each initial cluster, so the W batches of a step
 together meet their joint share — the all-reduce of marginals that SwAV needs for random batches is implied.
@@ -41,10 +42,6 @@ class Context:
     def active(self) -> bool:
         return self.world > 1
 
-    def batch_index(self, epoch: int) -> int:
-        """Index in a batch stream of the batch this rank trains on at ``epoch``."""
-        return epoch * self.world + self.rank
-
     def wrap(self, module: nn.Module) -> nn.Module:
         """``module`` under DistributedDataParallel (gradients averaged over ranks); itself in a plain run."""
         if not self.active:
@@ -64,6 +61,21 @@ class Context:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def broadcast_arrays(self, arrays: list[np.ndarray] | None, src: int) -> list[np.ndarray]:
+        """Rank ``src``'s ``arrays`` on every rank (sent as tensors, not pickled: for large arrays)."""
+        if not self.active:
+            return arrays
+        import torch.distributed as dist
+
+        meta = [[(a.shape, a.dtype.str) for a in arrays] if self.rank == src else None]
+        dist.broadcast_object_list(meta, src=src)
+        out = []
+        for i, (shape, dtype) in enumerate(meta[0]):
+            a = np.ascontiguousarray(arrays[i]) if self.rank == src else np.empty(shape, dtype=np.dtype(dtype))
+            dist.broadcast(torch.from_numpy(a), src=src)
+            out.append(a)
+        return out
+
     def check_same(self, labels: np.ndarray) -> None:
         """Raise unless every rank holds the same ``labels`` (N,)."""
         if not self.active:
@@ -75,6 +87,54 @@ class Context:
         dist.all_gather_object(digests, digest)
         if len(set(digests)) != 1:
             raise RuntimeError("ranks disagree on the final labels; the run is not data-parallel consistent")
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """Rows ``lo:hi`` of ``n`` that this rank reads and preprocesses: contiguous, in rank order, sizes
+        differing by at most one."""
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
+    def all_sum(self, a: np.ndarray) -> np.ndarray:
+        """The elementwise sum of every rank's ``a`` (same shape and dtype on every rank); ``a`` itself in a
+        plain run."""
+        if not self.active:
+            return a
+        import torch.distributed as dist
+
+        t = torch.from_numpy(np.ascontiguousarray(a)).clone()
+        dist.all_reduce(t)
+        return t.numpy()
+
+    def all_concat(self, a: np.ndarray) -> np.ndarray:
+        """Every rank's ``a`` (n_r × …, n_r may differ) stacked in rank order along axis 0; ``a`` in a plain
+        run."""
+        if not self.active:
+            return a
+        import torch.distributed as dist
+
+        if a.dtype == bool:  # gloo gathers no booleans
+            return self.all_concat(a.view(np.uint8)).view(bool)
+        sizes = self.all_sum(np.eye(self.world, dtype=np.int64)[self.rank] * len(a))
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        pad = torch.zeros((int(sizes.max()), *t.shape[1:]), dtype=t.dtype)
+        pad[:len(t)] = t
+        parts = [torch.empty_like(pad) for _ in range(self.world)]
+        dist.all_gather(parts, pad)
+        return np.concatenate([p[:int(n)].numpy() for p, n in zip(parts, sizes)])
+
+    def raise_if_any(self, error: Exception | None) -> None:
+        """Raise on every rank when any rank has an ``error`` (the lowest rank's), so that no rank waits in a
+        collective for one that stopped; in a plain run, raise ``error`` if there is one."""
+        if not self.active:
+            if error is not None:
+                raise error
+            return
+        import torch.distributed as dist
+
+        errors: list[Exception | None] = [None] * self.world
+        dist.all_gather_object(errors, error)
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
     def barrier(self) -> None:
         if self.active:

@@ -16,6 +16,7 @@ uninterrupted run's.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,13 @@ from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
 from .data.prepare import batch_summary, fingerprint, plan, prepare
+from .data.preprocess import kept_input
+from .data.shards import hold_cells
 from .distributed import Context
 from .errors import ConfigError, InputError
 from .evaluate import score
 from .k_selection import KSelection, select_k
+from .memory import release_free_memory
 from .model import ScSiameseClu
 from .plugins import Registry
 from .train import CLUSTER, WARMUP, Reporter, TrainState, embed_cells, pretrained_embedding, seed_everything
@@ -104,8 +108,11 @@ class RunControl:
     ``keep_checkpoint`` (the CLI removes it only once the results are written).
 
     ``context`` (from :func:`scsc.distributed.from_environment` under ``torchrun``) makes this process one rank
-    of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and every rank
-    returns the same result. ``source`` names the input in error messages (the file the data came from).
+    of a data-parallel run: minibatch training is required, rank 0 alone writes the checkpoint, and each rank
+    keeps the counts of its own cells only (:mod:`scsc.data.shards`). The ``adata`` of such a run is every cell
+    (each rank then takes its shard of the rows), or, with ``whole_input``, this rank's shard
+    (rows :meth:`Context.shard` of the input): ``whole_input()`` then reads the whole input when rank 0 builds
+    the result. ``source`` names the input in error messages (the file the data came from).
     """
 
     checkpoint: str | Path | None = None
@@ -114,6 +121,7 @@ class RunControl:
     keep_checkpoint: bool = False
     context: Context | None = None
     source: str | None = None
+    whole_input: Callable[[], ad.AnnData] | None = None
 
 
 class RunSession:
@@ -138,6 +146,9 @@ class RunSession:
         if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
             raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
                               f"{list(c.k_candidates)}")
+        if self.ctx.active and config.minibatch.batch_size is not None and config.minibatch.batch_size <= 0:
+            raise ConfigError("distributed training runs on minibatches, and --batch-size "
+                              f"{config.minibatch.batch_size} trains all cells at once; pass a positive one")
         # Before any work: a missing checkpoint or a changed config is refused at once.
         self.checkpointer = Checkpointer(checkpoint, control.checkpoint_every if self.ctx.is_main else 0, config,
                                          resume=control.resume)
@@ -164,7 +175,10 @@ class RunSession:
             torch.cuda.reset_peak_memory_stats(cfg.device)
         self.timings.start("total")
         self.timings.start("preprocess_graph")
-        self.prepared, self.data = prepare(self.adata, cfg, self.source)
+        adata = self.adata
+        if ctx.active and self.control.whole_input is None:  # every cell given: this rank takes its shard
+            adata = adata[slice(*ctx.shard(adata.n_obs))]
+        self.prepared, self.data = prepare(adata, cfg, self.source, ctx)
         n = self.data.n_cells
         too_many = [k for k in [cfg.cluster.n_clusters, *cfg.cluster.k_candidates] if k is not None and k > n]
         if too_many:
@@ -181,9 +195,16 @@ class RunSession:
             if ctx.is_main:
                 self._note(f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
                            "(set --batch-size to choose)")
+        if ctx.active:  # each rank trains on its own region of the graph and holds only its cells' counts
+            self.batches = self.batches.for_rank(ctx.rank, ctx.world)
+            self.data = hold_cells(self.data, self.batches.cells, ctx)
         self.timings.stop("preprocess_graph")
         self.generator = seed_everything(cfg.seed)
         self.fingerprint = fingerprint(self.prepared)  # once: a sum over all of X
+        if ctx.active:  # the shard's counts now live in self.data as the rank's own cells' rows
+            self.prepared.counts = None
+            self.prepared.adata.X = None
+        release_free_memory()  # reading, preprocessing and the kNN search leave large freed blocks
         self.model = build_model(cfg, self.fingerprint, self.registry)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
@@ -229,6 +250,7 @@ class RunSession:
             self.k, self.selection = ck.k, ck.k_selection
             self.start_state = ck.pretrained_state
             return
+        release_free_memory()  # before the whole-data embeddings, the largest temporaries of a minibatch run
         self.z_pre = pretrained_embedding(model, self.data, self.batches).cpu().numpy()
         model.augment.prepare(self.data, self.z_pre)
         # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
@@ -324,6 +346,7 @@ class RunSession:
             if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
                 self._init_head(k)
         train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
+        release_free_memory()
         z = embed_cells(self.model, self.data, self.batches)
         refit = getattr(self.model.head, "refit", None)
         if self.batches is not None and self.cfg.cluster.refit_after_minibatch and refit is not None:
@@ -349,20 +372,21 @@ class RunSession:
         self.timings.stop("total")
         if not self.control.keep_checkpoint and self.ctx.is_main:
             self.checkpointer.remove()
-        k, labels, cfg = int(self.k), self.labels, self.cfg
-        out = self.prepared.adata
-        emb = self.z.cpu().numpy()
+        k, cfg = int(self.k), self.cfg
+        out, mine = self._output()
+        labels, init_labels = self.labels[mine], self.init_labels[mine]
+        extra = {kk: lab[mine] for kk, lab in self.extra.items()}
+        emb = self.z.cpu().numpy()[mine]
         out.obsm["X_scsc"] = emb
         out.obs["scsc_cluster"] = _categorical(labels, k)
-        out.obs["scsc_pretrain_kmeans"] = pd.Categorical(self.init_labels.astype(str))
-        for kk in sorted(self.extra):
-            out.obs[f"scsc_cluster_k{kk}"] = _categorical(self.extra[kk], kk)
+        out.obs["scsc_pretrain_kmeans"] = pd.Categorical(init_labels.astype(str))
+        for kk in sorted(extra):
+            out.obs[f"scsc_cluster_k{kk}"] = _categorical(extra[kk], kk)
         metrics = None
         if LABEL_KEY in out.obs:
             truth = out.obs[LABEL_KEY].to_numpy()
-            metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, self.init_labels)}
-            metrics.update({f"scsc_k{kk}": score(truth, lab) for kk, lab in sorted(self.extra.items())
-                            if kk != k})
+            metrics = {"scsc": score(truth, labels), "pretrain_kmeans": score(truth, init_labels)}
+            metrics.update({f"scsc_k{kk}": score(truth, lab) for kk, lab in sorted(extra.items()) if kk != k})
         saved_cfg = cfg.copy()
         saved_cfg.cluster.n_clusters = k
         timings = dict(self.timings)
@@ -382,7 +406,24 @@ class RunSession:
         return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(self.history),
                          n_clusters=k, k_estimated=k_estimated, metrics=metrics, timings=timings,
                          model=self.model, checkpoint=self.record, k_selection=self.selection,
-                         other_k={kk: v for kk, v in self.extra.items() if kk != k})
+                         other_k={kk: v for kk, v in extra.items() if kk != k})
+
+    def _output(self) -> tuple[ad.AnnData, slice | np.ndarray]:
+        """The kept cells' AnnData the result is written into, and which of the N cells it holds.
+
+        In one process: all kept cells. In a distributed run rank 0 builds it from the whole input (read again
+        with ``control.whole_input`` when this rank was given its shard only); another rank returns its shard's
+        cells without their counts (X is None).
+        """
+        p = self.prepared
+        if p.rows is None:
+            return p.adata, slice(None)
+        if not self.ctx.is_main:
+            return p.adata, p.rows
+        self.data.counts_csr = None  # training is over: room for the whole input's counts
+        release_free_memory()
+        whole = self.adata if self.control.whole_input is None else self.control.whole_input()
+        return kept_input(whole, p), slice(None)
 
 
 def _gpu_memory(device: str) -> dict[str, float]:

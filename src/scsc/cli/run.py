@@ -125,10 +125,26 @@ def train_in_context(distributed: bool, device: str, ck_path: Path, work):
         shutdown(ctx)
 
 
-def _read(path: Path, layer, label_key, transpose):
+def _read(path: Path, layer, label_key, transpose, shard=None):
     from ..data.io import read
 
-    return read(path, layer=layer, label_key=label_key, transpose=transpose)
+    return read(path, layer=layer, label_key=label_key, transpose=transpose, shard=shard)
+
+
+def _rank_input(ctx, adata, path: Path, layer, label_key, transpose):
+    """(the cells this process starts from, how to read the whole input or None): ``adata`` when it was read
+    already; under several ranks this rank's shard of the rows, with a bad file refused on every rank."""
+    from ..errors import InputError
+
+    if adata is not None or not ctx.active:
+        return (_read(path, layer, label_key, transpose) if adata is None else adata), None
+    mine, error = None, None
+    try:
+        mine = _read(path, layer, label_key, transpose, shard=ctx.shard)
+    except InputError as exc:
+        error = exc
+    ctx.raise_if_any(error)
+    return mine, lambda: _read(path, layer, label_key, transpose)
 
 
 @app.command()
@@ -168,12 +184,14 @@ def pretrain(
         "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
         "minibatch.batch_size": batch_size})
     ck_path = start_checkpoint(out, cfg, resume, overwrite, ("pretrain.pt",))
-    adata = _read(data, layer, label_key, transpose)
+    adata = None if distributed else _read(data, layer, label_key, transpose)
 
     def work(ctx):
+        mine, whole = _rank_input(ctx, adata, data, layer, label_key, transpose)
         with RichReporter(err_console, enabled=not quiet and ctx.is_main) as rep:
-            control = RunControl(ck_path, checkpoint_every, resume, context=ctx, source=str(data))
-            return run_pretrain(adata, cfg, reporter=rep, control=control)
+            control = RunControl(ck_path, checkpoint_every, resume, context=ctx, source=str(data),
+                                 whole_input=whole)
+            return run_pretrain(mine, cfg, reporter=rep, control=control)
 
     ctx, record = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
@@ -234,13 +252,14 @@ def cluster(
         "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
     _set_k(cfg, n_clusters)
     ck_path = start_checkpoint(out, cfg, resume, overwrite)
-    adata = _read(data, layer, label_key, transpose)
+    adata = None if distributed else _read(data, layer, label_key, transpose)
 
     def work(ctx):
+        mine, whole = _rank_input(ctx, adata, data, layer, label_key, transpose)
         with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
             control = RunControl(ck_path, checkpoint_every, resume, keep_checkpoint=True, context=ctx,
-                                 source=str(data))
-            return run(adata, config=cfg, pretrained=pretrained, reporter=rep, control=control)
+                                 source=str(data), whole_input=whole)
+            return run(mine, config=cfg, pretrained=pretrained, reporter=rep, control=control)
 
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:

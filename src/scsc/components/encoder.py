@@ -99,16 +99,20 @@ class GraphAE(nn.Module):
         )
 
     @staticmethod
-    def _run(layers: nn.ModuleList, h: Tensor, adj: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    def _run(layers: nn.ModuleList, h: Tensor, adj: Tensor, keep: bool = True
+             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         pairs = []
         for layer in layers:
             h, pair = layer(h, adj)
-            pairs.append(pair)
+            if keep:
+                pairs.append(pair)
         return h, pairs
 
-    def encode(self, x: Tensor, adj: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
-        """(N, P), Â → (Z_g (N, d), [(H_l, ÂH_l)] per layer)."""
-        return self._run(self.enc_layers, x, adj)
+    def encode(self, x: Tensor, adj: Tensor, keep_pairs: bool = True
+               ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """(N, P), Â → (Z_g (N, d), [(H_l, ÂH_l)] per layer; empty with ``keep_pairs=False``, which frees each
+        layer's activations as soon as the next layer has them)."""
+        return self._run(self.enc_layers, x, adj, keep_pairs)
 
     def decode(self, z: Tensor, adj: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """(N, d), Â → (Ẑ (N, P), [(H_l, ÂH_l)] per layer)."""
@@ -140,12 +144,8 @@ class SiameseEncoder(nn.Module):
             out.ae_views = [self.ae.encode(views.x1), self.ae.encode(views.x2)]
             out.z_ae = 0.5 * (out.ae_views[0] + out.ae_views[1])
         if self.gae is not None:
-            g1, p1 = self.gae.encode(views.x1, views.adj1)
-            if not propagation:
-                p1 = []
-            g2, p2 = self.gae.encode(views.x2, views.adj2)
-            if not propagation:
-                p2 = []
+            g1, p1 = self.gae.encode(views.x1, views.adj1, keep_pairs=propagation)
+            g2, p2 = self.gae.encode(views.x2, views.adj2, keep_pairs=propagation)
             out.graph_views = [g1, g2]
             out.z_g = 0.5 * (g1 + g2)
             out.propagation = p1 + p2

@@ -8,7 +8,10 @@ batch join it until it is full. Rounds are reshuffled, so edges between parts ar
 rounds and the batch contents vary between epochs (the stochastic multi-partition scheme of Cluster-GCN).
 
 Every batch is a function of (seed, stage, epoch) only, so a resumed run sees the batches of an
-uninterrupted one. Memory: O(N + E + parts²) for the plan; a batch is at most ``batch_size`` cells.
+uninterrupted one. In a distributed run the parts are dealt out to the ranks once (:meth:`BatchPlan.for_rank`:
+connected groups of parts, one per rank, of about N / W cells) and each rank groups only its own parts into
+batches, so a rank needs the counts of its own cells only. Memory: O(N + E + parts²) for the plan; a batch is
+at most ``batch_size`` cells.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import MinibatchConfig
+from ..errors import ConfigError
 
 #: Stage names that draw batches, each from its own random stream.
 STREAMS = ("pretrain_ae", "pretrain_gae", "pretrain_joint", "cluster_warmup", "cluster", "embed")
@@ -55,12 +59,14 @@ class BatchPlan:
         affinity: kNN edge counts between parts (n_parts × n_parts, CSR, zero diagonal).
         batch_size: the most cells in a batch.
         seed: run seed; with the stage and epoch it fixes every batch.
+        owned: in a distributed run, the parts this rank trains on (indices into ``parts``); None: all.
     """
 
     parts: list[np.ndarray]
     affinity: sp.csr_matrix
     batch_size: int
     seed: int
+    owned: np.ndarray | None = None
     _rounds: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict, repr=False)
     _offsets: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
@@ -73,7 +79,12 @@ class BatchPlan:
         key = (stream, index)
         if key not in self._rounds:
             rng = np.random.default_rng([self.seed, STREAMS.index(stream), index])
-            self._rounds[key] = _group(self.parts, self.affinity, self.batch_size, rng)
+            if self.owned is None or stream == "embed":
+                self._rounds[key] = _group(self.parts, self.affinity, self.batch_size, rng)
+            else:
+                mine = self.owned
+                self._rounds[key] = _group([self.parts[i] for i in mine], self.affinity[mine][:, mine],
+                                           self.batch_size, rng)
             if len(self._rounds) > 64:  # a long run only ever needs the current round again
                 self._rounds.pop(next(iter(self._rounds)))
         return self._rounds[key]
@@ -91,6 +102,50 @@ class BatchPlan:
             if epoch < offsets[r + 1]:
                 return self.round(stream, r)[epoch - offsets[r]]
             r += 1
+
+    @property
+    def cells(self) -> np.ndarray:
+        """The cells (sorted indices among N) of the parts this rank trains on: all N in one process."""
+        if self.owned is None:
+            return np.arange(self.n_cells)
+        return np.sort(np.concatenate([self.parts[i] for i in self.owned]))
+
+    def for_rank(self, rank: int, world: int) -> BatchPlan:
+        """This plan as rank ``rank`` of ``world`` sees it: its own parts, grouped into its own batches.
+
+        The parts are dealt out as :func:`_group` forms batches: from a random free part, the free parts most
+        connected to the group join it until it holds N / ``world`` cells; the last rank takes the rest. So a
+        rank's cells form few connected regions and the kNN edges between ranks are few. Every rank computes
+        the same deal (seeded).
+        """
+        if world <= 1:
+            return self
+        if len(self.parts) < world:
+            raise ConfigError(f"{len(self.parts)} parts of the cells cannot give each of {world} ranks its own; "
+                              "pass a smaller --batch-size")
+        sizes = np.array([len(p) for p in self.parts])
+        rng = np.random.default_rng([self.seed, len(STREAMS)])
+        free = np.ones(len(self.parts), dtype=bool)
+        owner = np.full(len(self.parts), world - 1)
+        target = self.n_cells / world
+        for r in range(world - 1):
+            start = int(rng.choice(np.flatnonzero(free)))
+            members, size = [start], sizes[start]
+            free[start] = False
+            pull = self.affinity[start].toarray().ravel()
+            # Leave every later rank at least one part.
+            while size < target and free.sum() > world - 1 - r:
+                score = np.where(free, pull, -1.0)
+                best = int(np.argmax(score))
+                if score[best] <= 0:
+                    best = int(rng.choice(np.flatnonzero(free)))
+                free[best] = False
+                members.append(best)
+                size += sizes[best]
+                pull += self.affinity[best].toarray().ravel()
+            owner[members] = r
+        return BatchPlan(parts=self.parts, affinity=self.affinity, batch_size=self.batch_size, seed=self.seed,
+                         owned=np.flatnonzero(owner == rank))
 
     def eval_batches(self) -> list[np.ndarray]:
         """A fixed grouping of all cells, used for every embedding of the whole data set."""

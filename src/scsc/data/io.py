@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -38,6 +38,7 @@ def read(
     layer: str | None = None,
     label_key: str | None = None,
     transpose: bool = False,
+    shard: Callable[[int], tuple[int, int]] | None = None,
 ) -> ad.AnnData:
     """Read ``path`` into an AnnData (N cells × G genes) of counts, validated for numeric sanity.
 
@@ -46,6 +47,9 @@ def read(
         layer: h5ad only; take counts from ``adata.layers[layer]`` instead of ``X``.
         label_key: h5ad only; ``obs`` column with true labels (copied to ``obs["label"]``).
         transpose: tables only; the file is genes × cells.
+        shard: given the file's number of cells N, the rows ``(lo, hi)`` to read (one rank's cells in a
+            distributed run). ``.h5ad`` and ``.h5`` with a dense ``X`` read only those rows from disk; other
+            formats are read whole and cut.
 
     Returns:
         AnnData with float32 CSR ``X`` of shape (N, G) and optional categorical ``obs["label"]``.
@@ -59,15 +63,18 @@ def read(
     if path.is_dir():
         adata = _read_mtx_dir(path)
     elif name.endswith(".h5ad"):
-        adata = _read_h5ad(path, layer, label_key)
+        adata = _read_h5ad(path, layer, label_key, shard)
     elif name.endswith((".h5", ".hdf5")):
-        adata = _read_h5(path)
+        adata = _read_h5(path, shard)
     elif name.endswith(TABLE_SUFFIXES):
         adata = _read_table(path, transpose)
     else:
         raise InputError(
             f"{path}: unknown format (expected .h5, .h5ad, 10x .h5, a 10x mtx folder, .csv or .tsv)"
         )
+    if shard is not None and adata.uns.pop("scsc_rows", None) is None:  # a reader that cannot read rows: cut
+        lo, hi = shard(adata.n_obs)
+        adata = adata[lo:hi].copy()
     _check_matrix(adata, path)
     adata.uns["scsc_input"] = {"path": str(path), "format": _format_name(path)}
     return adata
@@ -90,7 +97,7 @@ def _open_h5(path: Path) -> h5py.File:
         raise InputError(f"{path}: not an HDF5 file, or the file is corrupt") from None
 
 
-def _read_h5(path: Path) -> ad.AnnData:
+def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) -> ad.AnnData:
     with _open_h5(path) as f:
         keys = set(f.keys())
         if "matrix" in keys or any(isinstance(f[k], h5py.Group) and "barcodes" in f[k] for k in keys):
@@ -107,15 +114,22 @@ def _read_h5(path: Path) -> ad.AnnData:
             raise InputError(f"{path}: 'X' has {xd.ndim} dimensions, expected 2 (cells × genes)")
         if not np.issubdtype(xd.dtype, np.number) and xd.dtype != np.bool_:
             raise InputError(f"{path}: 'X' holds non-numeric values ({xd.dtype})")
-        x = _read_dense_rows(xd, path)
+        lo, hi = (0, xd.shape[0]) if shard is None else shard(xd.shape[0])
+        x = _read_dense_rows(xd, path, lo, hi)
         labels = None
         if "Y" in keys:
             labels = np.asarray(f["Y"][()]).reshape(-1)
+            if shard is not None:
+                if len(labels) != xd.shape[0]:
+                    raise InputError(f"{path}: Y has {len(labels)} labels but there are {xd.shape[0]} cells")
+                labels = labels[lo:hi]
         genes = None
         if "gene_names" in keys:
             genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
     adata = ad.AnnData(X=x)
-    adata.obs_names = [f"cell{i}" for i in range(adata.n_obs)]
+    adata.obs_names = [f"cell{i}" for i in range(lo, hi)]
+    if shard is not None:
+        adata.uns["scsc_rows"] = [lo, hi]
     if genes is not None and len(genes) == adata.n_vars:
         adata.var_names = genes
         _unique_gene_names(adata, path)
@@ -128,17 +142,19 @@ def _read_h5(path: Path) -> ad.AnnData:
     return adata
 
 
-def _read_dense_rows(xd: h5py.Dataset, path: Path) -> sp.csr_matrix:
-    """The dense cells × genes dataset ``xd`` as a float32 CSR matrix, read BLOCK_ENTRIES values at a time.
+def _read_dense_rows(xd: h5py.Dataset, path: Path, first: int = 0, stop: int | None = None) -> sp.csr_matrix:
+    """Rows ``first:stop`` (default all) of the dense cells × genes dataset ``xd`` as a float32 CSR matrix,
+    read BLOCK_ENTRIES values at a time.
 
     Peak memory is one dense block plus the sparse result, not the dense N × G matrix (8 GB at 1M × 2,000).
     """
-    n, g = xd.shape
+    stop = xd.shape[0] if stop is None else stop
+    n, g = stop - first, xd.shape[1]
     step = max(1, BLOCK_ENTRIES // max(g, 1))
     blocks = []
-    for lo in range(0, n, step):
+    for lo in range(first, stop, step):
         try:
-            block = np.asarray(xd[lo:lo + step])
+            block = np.asarray(xd[lo:min(lo + step, stop)])
         except OSError:
             raise InputError(f"{path}: 'X' cannot be read (corrupt file)") from None
         blocks.append(_to_csr(block, path))
@@ -175,11 +191,16 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     return adata
 
 
-def _read_h5ad(path: Path, layer: str | None, label_key: str | None) -> ad.AnnData:
+def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
+               shard: Callable[[int], tuple[int, int]] | None = None) -> ad.AnnData:
     with _open_h5(path):
         pass
     try:
-        src = ad.read_h5ad(path)
+        src = ad.read_h5ad(path, backed="r" if shard is not None else None)
+        if shard is not None:  # only these rows of X and the layers come off the disk
+            lo, hi = shard(src.n_obs)
+            src = src[lo:hi].to_memory()
+            src.uns["scsc_rows"] = [lo, hi]
     except Exception as exc:
         raise InputError(f"{path}: cannot read as .h5ad ({_reason(exc)})") from None
     if layer is not None:
@@ -193,6 +214,8 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None) -> ad.AnnDa
     if x is None:
         raise InputError(f"{path}: .X is empty; name the counts layer with --layer")
     adata = ad.AnnData(X=_to_csr(x, path), obs=src.obs.copy(), var=src.var.copy())
+    if "scsc_rows" in src.uns:
+        adata.uns["scsc_rows"] = src.uns["scsc_rows"]
     _unique_gene_names(adata, path)
     adata.uns["scsc_gene_names"] = True
     if label_key is not None:

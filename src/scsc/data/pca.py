@@ -8,8 +8,13 @@ eigendecomposition, and the projection chunk by chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
+
+#: Adds an array up over the ranks of a distributed run (or gives rank 0's); the array itself in one process.
+Reduce = Callable[[np.ndarray], np.ndarray]
 
 #: Entries per dense chunk (float64: 160 MB); 10,000 rows at 2,000 genes.
 CHUNK_ENTRIES = 20_000_000
@@ -29,22 +34,30 @@ def _canonical(x) -> sp.csr_matrix:
     return x
 
 
-def scale_stats(x: sp.csr_matrix, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _own(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def scale_stats(x: sp.csr_matrix, chunk_rows: int | None = None, total: Reduce = _own
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and standard deviation of ``x`` (N × G CSR) as ``sc.pp.scale`` computes them.
 
     scanpy 1.11 takes the variance as mean(x²) − mean(x)² times N / (N − 1) (the unbiased estimate, with the
     square taken in the input's precision) and replaces a standard deviation of 0 by 1, so constant genes
-    scale to 0. Returns two float64 arrays of shape (G,).
+    scale to 0. Returns two float64 arrays of shape (G,). ``total`` adds an array up over the ranks of a
+    distributed run whose rows of the data are split between them (``x`` is then this rank's rows).
     """
     x = _canonical(x)
-    n, g = x.shape
+    mine, g = x.shape
+    n = int(total(np.array([mine], dtype=np.int64))[0])
     chunk_rows = chunk_rows or default_chunk_rows(g)
     sums, squares = np.zeros(g), np.zeros(g)
-    for lo in range(0, n, chunk_rows):
-        a, b = x.indptr[lo], x.indptr[min(lo + chunk_rows, n)]
+    for lo in range(0, mine, chunk_rows):
+        a, b = x.indptr[lo], x.indptr[min(lo + chunk_rows, mine)]
         data, idx = x.data[a:b], x.indices[a:b]
         sums += np.bincount(idx, weights=data, minlength=g)
         squares += np.bincount(idx, weights=data * data, minlength=g)
+    sums, squares = total(np.stack([sums, squares]))
     mean = sums / n
     var = squares / n - mean**2
     if n > 1:
@@ -69,8 +82,8 @@ def _scaled_chunk(x: sp.csr_matrix, lo: int, hi: int, mean: np.ndarray, std: np.
     return y
 
 
-def scaled_pca(x: sp.csr_matrix, n_comps: int, clip: float | None = 10.0, chunk_rows: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def scaled_pca(x: sp.csr_matrix, n_comps: int, clip: float | None = 10.0, chunk_rows: int | None = None,
+               total: Reduce = _own, same: Reduce = _own) -> tuple[np.ndarray, np.ndarray]:
     """Exact PCA of ``x`` (N × G CSR) after ``sc.pp.scale(max_value=clip)``, computed in row chunks.
 
     Clipping moves the column means away from zero, so the clipped data are centred again before the
@@ -83,21 +96,26 @@ def scaled_pca(x: sp.csr_matrix, n_comps: int, clip: float | None = 10.0, chunk_
         clip: clip the scaled values to [−clip, clip]; None does not clip.
         chunk_rows: rows densified at a time; the default keeps one chunk near CHUNK_ENTRIES values. The
             result does not depend on it beyond float64 rounding.
+        total, same: for a distributed run whose ranks hold row shards of the data: ``total`` adds an array up
+            over the ranks, ``same`` gives every rank rank 0's array. The statistics and the covariance are
+            then those of all rows, and the scores those of this rank's rows.
 
     Returns:
         scores (N × P float32), the cells' coordinates on the components; variance (P,) float64, the
         variance of each component (eigenvalue of the covariance with denominator N − 1), decreasing.
     """
     x = _canonical(x)
-    n, g = x.shape
+    mine, g = x.shape
+    n = int(total(np.array([mine], dtype=np.int64))[0])
     chunk_rows = chunk_rows or default_chunk_rows(g)
-    mean, std = scale_stats(x, chunk_rows)
+    mean, std = scale_stats(x, chunk_rows, total)
     gram, col_sums = np.zeros((g, g)), np.zeros(g)
-    for lo in range(0, n, chunk_rows):
-        y = _scaled_chunk(x, lo, min(lo + chunk_rows, n), mean, std, clip)
+    for lo in range(0, mine, chunk_rows):
+        y = _scaled_chunk(x, lo, min(lo + chunk_rows, mine), mean, std, clip)
         col_sums += y.sum(axis=0)
         gram += y.T @ y
         del y
+    gram, col_sums = total(gram), total(col_sums)
     centre = col_sums / n
     gram -= n * np.outer(centre, centre)
     evals, evecs = np.linalg.eigh(gram)
@@ -106,9 +124,11 @@ def scaled_pca(x: sp.csr_matrix, n_comps: int, clip: float | None = 10.0, chunk_
     signs = np.sign(comps[np.argmax(np.abs(comps), axis=0), np.arange(comps.shape[1])])
     signs[signs == 0] = 1.0
     comps *= signs
-    scores = np.empty((n, comps.shape[1]), dtype=np.float32)
-    for lo in range(0, n, chunk_rows):
-        hi = min(lo + chunk_rows, n)
+    # LAPACK builds may differ between nodes in the last bits: every rank projects on rank 0's components.
+    evals, comps = same(evals), same(comps)
+    scores = np.empty((mine, comps.shape[1]), dtype=np.float32)
+    for lo in range(0, mine, chunk_rows):
+        hi = min(lo + chunk_rows, mine)
         y = _scaled_chunk(x, lo, hi, mean, std, clip)
         y -= centre
         scores[lo:hi] = y @ comps

@@ -9,16 +9,21 @@ import anndata as ad
 import numpy as np
 
 from ..config import RunConfig
+from ..distributed import Context
 from .batches import BatchPlan, plan_batches, resolve_batch_size
 from .bundle import TrainData, build_train_data
 from .preprocess import Prepared, preprocess
 
 
-def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = None
-            ) -> tuple[Prepared, TrainData]:
-    """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2)."""
+def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = None,
+            context: Context | None = None) -> tuple[Prepared, TrainData]:
+    """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2).
+
+    Under an active ``context`` ``adata`` is this rank's shard of the cells (see :mod:`scsc.data.shards`): the
+    PCA input and the graph cover all cells, the counts only the shard's.
+    """
     prepared = preprocess(adata, config.preprocess, seed=config.seed,
-                          min_cells_required=config.graph.k + 1, source=source)
+                          min_cells_required=config.graph.k + 1, source=source, context=context)
     full_batch = resolve_batch_size(config.minibatch, prepared.n_cells) == 0
     data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device,
                             dense_counts=full_batch)

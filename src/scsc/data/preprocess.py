@@ -14,7 +14,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..config import PreprocessConfig
+from ..distributed import Context
 from ..errors import InputError
+from .hvg import sharded_hvg
 from .io import looks_like_counts
 from .pca import scaled_pca
 
@@ -30,6 +32,10 @@ class Prepared:
         size_factors: float32 array (N,), total counts over their median (ones for log-normalised input).
         hvg: names of the G highly variable genes.
         cell_mask: boolean array over the input cells, True where the cell was kept.
+        gene_mask: boolean array over the input genes, True where the gene was kept.
+        rows: in a distributed run, the indices among the N kept cells of all ranks of this rank's rows of
+            ``adata`` and ``counts`` (its shard); None when they hold every cell. ``x``, ``size_factors`` and
+            ``cell_mask`` always cover every cell.
     """
 
     adata: ad.AnnData
@@ -38,6 +44,8 @@ class Prepared:
     size_factors: np.ndarray
     hvg: list[str]
     cell_mask: np.ndarray
+    rows: np.ndarray | None = None
+    gene_mask: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -45,8 +53,12 @@ class Prepared:
 
 
 def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_cells_required: int = 2,
-               source: str | Path | None = None) -> Prepared:
+               source: str | Path | None = None, context: Context | None = None) -> Prepared:
     """Run METHOD §1 on ``adata`` (raw counts, N × G); deterministic for a given ``seed``.
+
+    With an active ``context`` (a distributed run) ``adata`` is this rank's shard of the cells: every statistic
+    (genes' cell counts, the median size, the HVGs, scaling and the PCA covariance) is added up over the ranks,
+    so each rank gets the PCA input of all cells while it holds only its own cells' counts (``Prepared.rows``).
 
     Above ``config.dense_max_cells`` kept cells, scale and PCA run in row chunks (:mod:`scsc.data.pca`) instead
     of on the dense cells × HVG block. ``Prepared.adata.X`` is the input's own matrix (not a copy) when the
@@ -58,7 +70,9 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     import scanpy as sc
 
     where = f"{source}: " if source else ""
-    counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where)
+    ctx = context or Context()
+    counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where, ctx)
+    n_all = int(ctx.all_sum(np.array([counts.shape[0]], dtype=np.int64))[0])
     # Every later matrix is derived from `counts`, which is never modified in place: it is also the kept raw
     # counts (Prepared.adata.X), so no copy of it is needed.
     a = ad.AnnData(X=counts, var=adata.var[[]].iloc[np.flatnonzero(gene_ok)].copy())
@@ -66,12 +80,14 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
         size_factors = np.ones(a.n_obs, dtype=np.float32)
     else:
         totals = np.asarray(counts.sum(axis=1)).ravel()
-        size_factors = (totals / np.median(totals)).astype(np.float32)
+        size_factors = (totals / np.median(ctx.all_concat(totals))).astype(np.float32)
         a.X = _divide_rows(counts, size_factors)
         sc.pp.log1p(a)
 
     n_top = min(config.n_hvg, a.n_vars)
-    if n_top < a.n_vars:
+    if n_top < a.n_vars and ctx.active:
+        hvg_mask = sharded_hvg(sp.csr_matrix(a.X), n_top, ctx.all_sum, n_all)
+    elif n_top < a.n_vars:
         sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
         hvg_mask = a.var["highly_variable"].to_numpy()
     else:
@@ -79,49 +95,74 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     hvg = list(a.var_names[hvg_mask])
     expr = a.X if hvg_mask.all() else a.X[:, hvg_mask]
     del a  # the normalised matrix of every kept gene is no longer needed
-    n_obs, n_vars = expr.shape
+    n_obs, n_vars = n_all, expr.shape[1]
     n_pcs = int(min(config.n_pcs, n_obs - 1, n_vars - 1))
     if n_pcs < 1:
         raise InputError(f"{where}too few cells or genes for PCA ({n_obs} cells × {n_vars} genes)")
-    if n_obs > config.dense_max_cells:
+    if ctx.active:  # every rank's scores, in rank order: the rows of the kept cells
+        x = ctx.all_concat(scaled_pca(expr, n_pcs, clip=config.scale_clip, total=ctx.all_sum,
+                                      same=ctx.broadcast)[0])
+    elif n_obs > config.dense_max_cells:
         x, _ = scaled_pca(expr, n_pcs, clip=config.scale_clip)
     else:
         x = _dense_scaled_pca(expr, n_pcs, config.scale_clip, seed)
     del expr
+    rows = None
+    if ctx.active:
+        first = ctx.all_concat(np.array([counts.shape[0]], dtype=np.int64))[:ctx.rank].sum()
+        rows = np.arange(first, first + counts.shape[0], dtype=np.int64)
     return Prepared(
         adata=_kept(adata, cell_mask, gene_ok, counts),
         x=np.ascontiguousarray(x, dtype=np.float32),
         counts=None if config.log_normalized else sp.csr_matrix(counts[:, hvg_mask], dtype=np.float32),
-        size_factors=size_factors,
+        size_factors=ctx.all_concat(size_factors),
         hvg=hvg,
-        cell_mask=cell_mask,
+        cell_mask=ctx.all_concat(cell_mask),
+        rows=rows,
+        gene_mask=gene_ok,
     )
 
 
+def kept_input(adata: ad.AnnData, prepared: Prepared) -> ad.AnnData:
+    """``adata`` (all input cells, N_in × G_in) restricted to the cells and genes that ``prepared`` kept, with
+    its counts as float32 CSR X: what ``Prepared.adata`` is in one process. A distributed run's rank 0 writes
+    its result from this."""
+    counts = _csr32(adata.X)
+    if not prepared.gene_mask.all():
+        counts = counts[:, prepared.gene_mask]
+    if not prepared.cell_mask.all():
+        counts = counts[prepared.cell_mask]
+    return _kept(adata, prepared.cell_mask, prepared.gene_mask, counts)
+
+
 def filter_cells_and_genes(adata: ad.AnnData, config: PreprocessConfig, min_cells_required: int = 2,
-                           where: str = "") -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+                           where: str = "", context: Context | None = None
+                           ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """METHOD §1's filters on ``adata`` (N × G counts), refusing data that cannot be clustered.
 
     Returns the kept counts (float32 CSR, cells × genes), the kept-gene mask (G,) and the kept-cell mask (N,).
     Raises :class:`InputError` (``where`` prefixes the message) for values that are not integer counts (unless
     ``config.log_normalized``), no gene in ``config.min_cells`` cells, or fewer than ``min_cells_required``
-    cells with counts. ``scsc info`` runs the same checks to warn about a file it can describe.
+    cells with counts. ``scsc info`` runs the same checks to warn about a file it can describe. With an active
+    ``context`` ``adata`` is this rank's shard and the counts of cells and genes are those of all ranks.
     """
-    if not config.log_normalized and not looks_like_counts(adata):
-        raise InputError(
-            f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
-            "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
-        )
+    ctx = context or Context()
+    bad = not config.log_normalized and not looks_like_counts(adata)
+    ctx.raise_if_any(InputError(
+        f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
+        "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
+    ) if bad else None)
     counts = _csr32(adata.X)
-    gene_ok = _cells_per_gene(counts) >= config.min_cells
+    gene_ok = ctx.all_sum(_cells_per_gene(counts)) >= config.min_cells
     if not gene_ok.any():
         raise InputError(f"{where}no gene is expressed in at least {config.min_cells} cells")
     if not gene_ok.all():
         counts = counts[:, gene_ok]
     cell_mask = np.asarray(counts.sum(axis=1)).ravel() > 0
-    if cell_mask.sum() < min_cells_required:
+    n_kept = int(ctx.all_sum(np.array([cell_mask.sum()], dtype=np.int64))[0])
+    if n_kept < min_cells_required:
         raise InputError(
-            f"{where}only {int(cell_mask.sum())} cells with counts after filtering; need at least "
+            f"{where}only {n_kept} cells with counts after filtering; need at least "
             f"{min_cells_required} (k + 1 for the kNN graph)"
         )
     if not cell_mask.all():

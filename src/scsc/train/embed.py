@@ -19,7 +19,7 @@ def _by_batches(data: TrainData, batches: BatchPlan, embed: Callable) -> torch.T
     z = None
     for rows in batches.eval_batches():
         r = rows_tensor(rows, data.device)
-        zb = embed(data.subset(rows), rows, r)
+        zb = embed(data.subset(rows, with_counts=False), rows, r)
         z = zb.new_empty((data.n_cells, zb.shape[1])) if z is None else z
         z[r] = zb
     return z

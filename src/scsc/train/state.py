@@ -71,7 +71,7 @@ class TrainState:
         subgraph, and the batch's rows (B,) (None for all cells)."""
         if self.batches is None:
             return self.data, None
-        rows = self.batches.batch(stream, self.context.batch_index(epoch))
+        rows = self.batches.batch(stream, epoch)
         return self.data.subset(rows), rows
 
 
