@@ -166,3 +166,25 @@ def test_row_order_matters_no_more_than_the_seed():
     ari_order = adjusted_rand_score(base.labels, back)
     ari_seed = adjusted_rand_score(base.labels, other_seed.labels)
     assert ari_order >= ari_seed - 0.02, (ari_order, ari_seed)
+
+
+def test_expression_encoder_without_gradients_takes_rows_in_blocks_with_the_same_result(monkeypatch):
+    """A whole-data embedding runs the expression encoder in row blocks; Z is bit-identical to one pass."""
+    import torch
+
+    from scsc.components import encoder as enc
+
+    torch.manual_seed(0)
+    ae = enc.ExpressionAE(20, [128, 256, 512], 20, 0)
+    x = torch.randn(1000, 20)
+    with torch.no_grad():
+        whole = ae.encoder(x)
+        monkeypatch.setattr(enc, "EVAL_ROWS", 96)
+        calls = []
+        ae.encoder.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+        blocks = ae.encode(x)
+    assert calls and max(calls) == 96 and sum(calls) == 1000
+    assert torch.equal(whole, blocks)
+    calls.clear()
+    ae.encode(x[:10].requires_grad_())  # with gradients: one pass
+    assert calls == [10]

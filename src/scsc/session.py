@@ -204,7 +204,7 @@ class RunSession:
         if ctx.active:  # the shard's counts now live in self.data as the rank's own cells' rows
             self.prepared.counts = None
             self.prepared.adata.X = None
-        release_free_memory()  # reading, preprocessing and the kNN search leave large freed blocks
+        self._release()  # reading, preprocessing and the kNN search leave large freed blocks
         self.model = build_model(cfg, self.fingerprint, self.registry)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
@@ -250,7 +250,7 @@ class RunSession:
             self.k, self.selection = ck.k, ck.k_selection
             self.start_state = ck.pretrained_state
             return
-        release_free_memory()  # before the whole-data embeddings, the largest temporaries of a minibatch run
+        self._release()  # before the whole-data embeddings, the largest temporaries of a minibatch run
         self.z_pre = pretrained_embedding(model, self.data, self.batches).cpu().numpy()
         model.augment.prepare(self.data, self.z_pre)
         # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
@@ -316,6 +316,12 @@ class RunSession:
         self.extra[self.k] = self.labels
 
     # ------------------------------------------------------------------ pieces
+    def _release(self) -> None:
+        """Hand freed memory back to the OS (:mod:`scsc.memory`) in minibatch runs, the large-data mode; a
+        full-batch run is small, and the garbage collection would cost it a noticeable share of its time."""
+        if self.batches is not None:
+            release_free_memory()
+
     def _note(self, message: str) -> None:
         """A one-line notice through the reporter (the CLI prints it; a silent run drops it)."""
         note = getattr(self.reporter, "note", None)
@@ -346,7 +352,7 @@ class RunSession:
             if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
                 self._init_head(k)
         train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
-        release_free_memory()
+        self._release()
         z = embed_cells(self.model, self.data, self.batches)
         refit = getattr(self.model.head, "refit", None)
         if self.batches is not None and self.cfg.cluster.refit_after_minibatch and refit is not None:
@@ -421,7 +427,7 @@ class RunSession:
         if not self.ctx.is_main:
             return p.adata, p.rows
         self.data.counts_csr = None  # training is over: room for the whole input's counts
-        release_free_memory()
+        self._release()
         whole = self.adata if self.control.whole_input is None else self.control.whole_input()
         return kept_input(whole, p), slice(None)
 

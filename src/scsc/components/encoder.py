@@ -35,6 +35,10 @@ def _mlp(sizes: list[int], slope: float, last_act: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+#: Cells the expression encoder takes at a time when it keeps no gradients.
+EVAL_ROWS = 16384
+
+
 class ExpressionAE(nn.Module):
     """MLP autoencoder P → hidden → d with a mirrored decoder and a ZINB head over G genes."""
 
@@ -51,8 +55,14 @@ class ExpressionAE(nn.Module):
             self.zinb_pi = nn.Linear(dec[-1], n_genes)
 
     def encode(self, x: Tensor) -> Tensor:
-        """(N, P) → (N, d)."""
-        return self.encoder(x)
+        """(N, P) → (N, d).
+
+        Without gradients (an embedding of all cells) the rows go through ``EVAL_ROWS`` at a time: the layers are
+        row-wise, so Z is the same, and the widest layer's N × 512 activations are never held at once.
+        """
+        if torch.is_grad_enabled() or len(x) <= EVAL_ROWS:
+            return self.encoder(x)
+        return torch.cat([self.encoder(x[i:i + EVAL_ROWS]) for i in range(0, len(x), EVAL_ROWS)])
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(N, d) → (X̂ (N, P), last hidden layer (N, h))."""
