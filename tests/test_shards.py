@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -72,6 +73,18 @@ def test_each_rank_holds_exactly_the_counts_of_the_cells_it_trains_on(sharded):
         np.testing.assert_array_equal(r["counts"], counts[r["held"]])
         assert np.isin(r["batch"], r["owned"]).all()  # a rank's batches come from its own cells
         np.testing.assert_array_equal(r["batch_counts"], counts[r["batch"]])
+
+
+def test_sharded_embeddings_equal_whole_ones_on_every_rank(sharded):
+    ranks, one, _, _ = sharded
+    for r in ranks:
+        for name in ("z_pre", "z"):
+            whole, shard = r[f"{name}_whole"], r[f"{name}_shard"]
+            assert whole.shape == (one.n_cells, 20)
+            np.testing.assert_allclose(shard, whole, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(r["z_shard"], ranks[0]["z_shard"])  # every rank gets the same Z
+    # The pretrained and the final Z differ (the views changed): the check above compares two real embeddings.
+    assert not np.allclose(ranks[0]["z_whole"], ranks[0]["z_pre_whole"], atol=1e-3)
 
 
 def test_a_rank_refuses_a_batch_of_cells_it_does_not_hold(sharded):
@@ -154,3 +167,56 @@ def test_release_free_memory_changes_nothing_it_is_given():
     if sys.platform.startswith("linux"):
         assert release_free_memory() is True  # glibc's malloc_trim is found and called
     np.testing.assert_array_equal(x, np.arange(10.0))
+
+
+@pytest.mark.parametrize("fmt", ["h5", "h5ad"])
+def test_rank_zero_builds_the_result_input_a_block_of_rows_at_a_time(tmp_path, fmt):
+    """``kept_input_by_rows`` equals ``kept_input`` of one whole read: counts, cells, genes and the labels'
+    categories, also when a block misses some labels and the filters removed cells and genes."""
+    from scsc.data.io import reads_rows, write_h5_counts
+    from scsc.data.preprocess import kept_input, kept_input_by_rows
+
+    sim = scsc.simulate(n_cells=300, n_types=4, n_genes=200, seed=2)
+    counts = sim.counts.copy()
+    counts[[1, 150]] = 0  # two cells the filter removes
+    counts[:, :3] = 0  # and three genes
+    path = tmp_path / f"sim.{fmt}"
+    if fmt == "h5":
+        write_h5_counts(path, counts, sim.labels.astype("S"), sim.genes)
+    else:
+        a = sim.to_anndata()
+        a.X = sp.csr_matrix(counts)
+        scsc.write_h5ad(a, path)
+    assert reads_rows(path)
+    cfg = RunConfig()
+    whole = scsc.read(path)
+    prepared, _ = prepare(whole, cfg)
+    assert not prepared.cell_mask.all() and not prepared.gene_mask.all()
+    expected = kept_input(whole, prepared)
+    reads = []
+
+    def read_rows(lo, hi):
+        reads.append((lo, hi))
+        return scsc.read(path, shard=lambda n: (lo, hi))
+
+    bounds = [(0, 2), (2, 151), (151, 300)]  # the first block holds at most two of the four labels
+    got = kept_input_by_rows(read_rows, prepared, bounds)
+    assert reads == bounds
+    np.testing.assert_array_equal(got.X.toarray(), expected.X.toarray())
+    assert got.X.dtype == np.float32
+    pd.testing.assert_frame_equal(got.obs, expected.obs)
+    pd.testing.assert_frame_equal(got.var, expected.var)
+    assert got.obs["label"].cat.categories.tolist() == expected.obs["label"].cat.categories.tolist()
+
+
+def test_only_files_read_by_rows_are_read_a_block_at_a_time(tmp_path):
+    from scsc.data.io import reads_rows, write_h5_counts
+
+    sim = scsc.simulate(n_cells=20, n_types=2, n_genes=60, seed=0)
+    write_h5_counts(tmp_path / "dense.h5", sim.counts, sim.labels.astype("S"), sim.genes)
+    (tmp_path / "table.csv").write_text("cell,g1\nc1,1\n")
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    assert reads_rows(tmp_path / "dense.h5")
+    assert not reads_rows(tmp_path / "table.csv")
+    assert not reads_rows(tmp_path / "broken.h5")
+    assert not reads_rows(tmp_path)

@@ -91,7 +91,11 @@ class Context:
     def shard(self, n: int) -> tuple[int, int]:
         """Rows ``lo:hi`` of ``n`` that this rank reads and preprocesses: contiguous, in rank order, sizes
         differing by at most one."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+        return self.shards(n)[self.rank]
+
+    def shards(self, n: int) -> list[tuple[int, int]]:
+        """Every rank's :meth:`shard` of ``n`` rows, in rank order."""
+        return [(n * r // self.world, n * (r + 1) // self.world) for r in range(self.world)]
 
     def all_sum(self, a: np.ndarray) -> np.ndarray:
         """The elementwise sum of every rank's ``a`` (same shape and dtype on every rank); ``a`` itself in a
@@ -141,6 +145,70 @@ class Context:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+class RowShard:
+    """This rank's rows of a whole-data computation over N cells, and the collectives that make whole tensors
+    of row pieces: a distributed run's embedding of all cells computes each row-wise step on rows ``lo:hi``
+    only and gathers what the next step reads across rows (a graph layer's input to Â).
+
+    Rows are cut in blocks of ``m = ⌈N/W⌉`` (the last rank may hold fewer), so the gathered blocks laid end to
+    end are the whole tensor with no reordering.
+    """
+
+    #: The most bytes one gather moves at a time (gloo stages every gather in a buffer of the whole result).
+    GATHER_BYTES = 64 * 1024**2
+
+    def __init__(self, n: int, context: Context):
+        self.n, self.context = n, context
+        self.block = -(-n // context.world)
+        self.lo = min(n, context.rank * self.block)
+        self.hi = min(n, self.lo + self.block)
+
+    def take(self, t: torch.Tensor) -> torch.Tensor:
+        """Rows ``lo:hi`` of a whole tensor (N × …), a view."""
+        return t[self.lo:self.hi]
+
+    def rows_of(self, adj: torch.Tensor) -> torch.Tensor:
+        """Rows ``lo:hi`` of a sparse CSR matrix (N × N) → (hi − lo) × N CSR, sharing column indices and
+        values."""
+        if adj.layout != torch.sparse_csr:
+            adj = adj.to_sparse_csr()
+        crow = adj.crow_indices()
+        first, last = int(crow[self.lo]), int(crow[self.hi])
+        return torch.sparse_csr_tensor(crow[self.lo:self.hi + 1] - first, adj.col_indices()[first:last],
+                                       adj.values()[first:last], size=(self.hi - self.lo, adj.shape[1]))
+
+    def gather(self, part: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows (``hi − lo`` × c, 2-D) → the whole N × c tensor on every rank.
+
+        Gathered a block of columns at a time, so the collective's staging buffer stays under
+        :attr:`GATHER_BYTES` instead of adding a second copy of the whole tensor.
+        """
+        import torch.distributed as dist
+
+        m, world = self.block, self.context.world
+        out = part.new_empty((self.n, part.shape[1]))
+        step = max(1, self.GATHER_BYTES // max(1, m * world * part.element_size()))
+        for c in range(0, part.shape[1], step):
+            mine = part.new_zeros((m, min(step, part.shape[1] - c)))
+            mine[:len(part)] = part[:, c:c + step]
+            blocks = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(blocks, mine)
+            for r, block in enumerate(blocks):
+                lo = r * m
+                hi = min(self.n, lo + m)
+                if hi > lo:
+                    out[lo:hi, c:c + step] = block[:hi - lo]
+            del blocks
+        return out
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The elementwise sum of every rank's ``t`` (same shape on every rank), in place."""
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        return t
 
 
 def from_environment(device: str) -> Context:

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def cross_correlation_sample(u: Tensor, v: Tensor) -> Tensor:
@@ -63,7 +64,17 @@ def cross_correlation_feature(u: Tensor, v: Tensor, q: Tensor) -> Tensor:
 
 
 def js_divergence(h: Tensor, ah: Tensor) -> Tensor:
-    """Jensen–Shannon divergence JS(softmax(ÂH) ‖ softmax(H)), mean over the N rows of H (N × d)."""
+    """Jensen–Shannon divergence JS(softmax(ÂH) ‖ softmax(H)), mean over the N rows of H (N × d).
+
+    Under autograd its intermediates (about ten N × d tensors per call, and a step makes six calls) are
+    recomputed in the backward pass instead of kept: the same value and gradient, far less memory per step.
+    """
+    if torch.is_grad_enabled() and (h.requires_grad or ah.requires_grad):
+        return checkpoint(_js_divergence, h, ah, use_reentrant=False, preserve_rng_state=False)
+    return _js_divergence(h, ah)
+
+
+def _js_divergence(h: Tensor, ah: Tensor) -> Tensor:
     log_p = F.log_softmax(ah, dim=1)
     log_q = F.log_softmax(h, dim=1)
     p, q = log_p.exp(), log_q.exp()

@@ -50,11 +50,14 @@ class ScSiameseClu(nn.Module):
         #: Whether whole-data embeddings of a minibatch run can use the whole graph (see :meth:`forward`).
         self.fusion_takes_groups = capability(self.fusion, "takes_groups")
         self._fusion_takes_rows = capability(self.fusion, "takes_rows")
+        #: Whether a distributed run's whole-data embeddings can be computed a shard of rows per rank.
+        self.takes_shard = (self.fusion_takes_groups and capability(self.encoder, "takes_shard")
+                            and capability(self.fusion, "takes_shard"))
 
     # ------------------------------------------------------------------ passes
     def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
-                rows: Tensor | None = None, groups: list[Tensor] | None = None, propagation: bool = True
-                ) -> Forward:
+                rows: Tensor | None = None, groups: list[Tensor] | None = None, propagation: bool = True,
+                shard=None) -> Forward:
         """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
 
         ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
@@ -62,7 +65,14 @@ class ScSiameseClu(nn.Module):
         fusion's attention to each group, as in minibatch training, over whole-data inputs.
         ``propagation=False`` drops the graph layers' activations as soon as each view is done (an embedding
         needs only Z; on a million cells they are gigabytes).
+        ``shard`` (:class:`~scsc.distributed.RowShard`; with ``groups``, ``propagation=False`` and when
+        :attr:`takes_shard`): each rank computes its rows of the branches and its share of the fusion; the
+        branches in the result are this rank's rows, Z is whole.
         """
+        if shard is not None:
+            br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=False, shard=shard)
+            z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups, shard=shard)
+            return Forward(br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation, z=z)
         br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=propagation)
         if groups is not None:
             z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups)
@@ -73,17 +83,18 @@ class ScSiameseClu(nn.Module):
         return Forward(br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation, z=z)
 
     @torch.no_grad()
-    def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None) -> Tensor:
+    def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None,
+              shard=None) -> Tensor:
         """The reported cell embedding Z (N × d): the views without expression noise, eval mode.
 
         ``data`` may be one minibatch (the augmenter focused on it), ``rows`` (B,) its cell indices; or all cells
-        with the attention confined to ``groups`` (see :meth:`forward`).
+        with the attention confined to ``groups``, computed in ``shard``s over the ranks (see :meth:`forward`).
         """
         was = self.training
         self.eval()
         v = self.augment.clean_views(data.x)
         out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows, groups=groups,
-                           propagation=False)
+                           propagation=False, shard=shard)
         self.train(was)
         return out.z
 

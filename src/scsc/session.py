@@ -32,7 +32,7 @@ from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
 from .data.prepare import batch_summary, fingerprint, plan, prepare
-from .data.preprocess import kept_input
+from .data.preprocess import kept_input, kept_input_by_rows
 from .data.shards import hold_cells
 from .distributed import Context
 from .errors import ConfigError, InputError
@@ -112,7 +112,9 @@ class RunControl:
     keeps the counts of its own cells only (:mod:`scsc.data.shards`). The ``adata`` of such a run is every cell
     (each rank then takes its shard of the rows), or, with ``whole_input``, this rank's shard
     (rows :meth:`Context.shard` of the input): ``whole_input()`` then reads the whole input when rank 0 builds
-    the result. ``source`` names the input in error messages (the file the data came from).
+    the result, or, given ``input_rows`` (reads input cells ``lo:hi`` from disk), rank 0 reads it a shard at
+    a time and never holds the whole input's counts. ``source`` names the input in error messages (the file
+    the data came from).
     """
 
     checkpoint: str | Path | None = None
@@ -122,6 +124,7 @@ class RunControl:
     context: Context | None = None
     source: str | None = None
     whole_input: Callable[[], ad.AnnData] | None = None
+    input_rows: Callable[[int, int], ad.AnnData] | None = None
 
 
 class RunSession:
@@ -251,10 +254,10 @@ class RunSession:
             self.start_state = ck.pretrained_state
             return
         self._release()  # before the whole-data embeddings, the largest temporaries of a minibatch run
-        self.z_pre = pretrained_embedding(model, self.data, self.batches).cpu().numpy()
+        self.z_pre = pretrained_embedding(model, self.data, self.batches, self.ctx).cpu().numpy()
         model.augment.prepare(self.data, self.z_pre)
         # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
-        self.z_start = embed_cells(model, self.data, self.batches)
+        self.z_start = embed_cells(model, self.data, self.batches, self.ctx)
         # The state every K's clustering stage starts from (other_k() returns to it).
         self.start_state = {"encoder": _state_copy(model.encoder), "fusion": _state_copy(model.fusion),
                             "rng": rng_state(self.generator)}
@@ -334,7 +337,7 @@ class RunSession:
         from .checkpoint import head_state, restore_head
 
         head, ctx = self.model.head, self.ctx
-        z = embed_cells(self.model, self.data, self.batches) if z is None else z
+        z = embed_cells(self.model, self.data, self.batches, self.ctx) if z is None else z
         if not ctx.active:
             return head.init(z, k)
         labels = head.init(z, k) if ctx.is_main else None
@@ -353,7 +356,7 @@ class RunSession:
                 self._init_head(k)
         train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
         self._release()
-        z = embed_cells(self.model, self.data, self.batches)
+        z = embed_cells(self.model, self.data, self.batches, self.ctx)
         refit = getattr(self.model.head, "refit", None)
         if self.batches is not None and self.cfg.cluster.refit_after_minibatch and refit is not None:
             refit(z)
@@ -428,8 +431,12 @@ class RunSession:
             return p.adata, p.rows
         self.data.counts_csr = None  # training is over: room for the whole input's counts
         self._release()
-        whole = self.adata if self.control.whole_input is None else self.control.whole_input()
-        return kept_input(whole, p), slice(None)
+        control = self.control
+        if control.whole_input is None:  # this rank was given every cell
+            return kept_input(self.adata, p), slice(None)
+        if control.input_rows is not None:
+            return kept_input_by_rows(control.input_rows, p, self.ctx.shards(len(p.cell_mask))), slice(None)
+        return kept_input(control.whole_input(), p), slice(None)
 
 
 def _gpu_memory(device: str) -> dict[str, float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.table import Table
@@ -131,20 +131,25 @@ def _read(path: Path, layer, label_key, transpose, shard=None):
     return read(path, layer=layer, label_key=label_key, transpose=transpose, shard=shard)
 
 
-def _rank_input(ctx, adata, path: Path, layer, label_key, transpose):
-    """(the cells this process starts from, how to read the whole input or None): ``adata`` when it was read
-    already; under several ranks this rank's shard of the rows, with a bad file refused on every rank."""
+def _rank_input(ctx, adata, path: Path, layer, label_key, transpose) -> tuple[Any, dict]:
+    """(the cells this process starts from, how to read the whole input: :class:`RunControl`'s
+    ``whole_input`` and ``input_rows``): ``adata`` when it was read already; under several ranks this rank's
+    shard of the rows, with a bad file refused on every rank."""
+    from ..data.io import reads_rows
     from ..errors import InputError
 
     if adata is not None or not ctx.active:
-        return (_read(path, layer, label_key, transpose) if adata is None else adata), None
+        return (_read(path, layer, label_key, transpose) if adata is None else adata), {}
     mine, error = None, None
     try:
         mine = _read(path, layer, label_key, transpose, shard=ctx.shard)
     except InputError as exc:
         error = exc
     ctx.raise_if_any(error)
-    return mine, lambda: _read(path, layer, label_key, transpose)
+    readers = {"whole_input": lambda: _read(path, layer, label_key, transpose)}
+    if reads_rows(path):
+        readers["input_rows"] = lambda lo, hi: _read(path, layer, label_key, transpose, shard=lambda n: (lo, hi))
+    return mine, readers
 
 
 @app.command()
@@ -187,10 +192,9 @@ def pretrain(
     adata = None if distributed else _read(data, layer, label_key, transpose)
 
     def work(ctx):
-        mine, whole = _rank_input(ctx, adata, data, layer, label_key, transpose)
+        mine, readers = _rank_input(ctx, adata, data, layer, label_key, transpose)
         with RichReporter(err_console, enabled=not quiet and ctx.is_main) as rep:
-            control = RunControl(ck_path, checkpoint_every, resume, context=ctx, source=str(data),
-                                 whole_input=whole)
+            control = RunControl(ck_path, checkpoint_every, resume, context=ctx, source=str(data), **readers)
             return run_pretrain(mine, cfg, reporter=rep, control=control)
 
     ctx, record = train_in_context(distributed, cfg.device, ck_path, work)
@@ -255,10 +259,10 @@ def cluster(
     adata = None if distributed else _read(data, layer, label_key, transpose)
 
     def work(ctx):
-        mine, whole = _rank_input(ctx, adata, data, layer, label_key, transpose)
+        mine, readers = _rank_input(ctx, adata, data, layer, label_key, transpose)
         with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
             control = RunControl(ck_path, checkpoint_every, resume, keep_checkpoint=True, context=ctx,
-                                 source=str(data), whole_input=whole)
+                                 source=str(data), **readers)
             return run(mine, config=cfg, pretrained=pretrained, reporter=rep, control=control)
 
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)

@@ -86,10 +86,18 @@ class GraphLayer(nn.Module):
         nn.init.xavier_uniform_(self.weight.weight)
         self.activation = activation
 
-    def forward(self, h: Tensor, adj: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward(self, h: Tensor, adj: Tensor, shard=None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """H (N × n_in), Â (N × N) → (ÂH', (H', ÂH')) with H' = σ(H W).
+
+        With a ``shard`` (:class:`~scsc.distributed.RowShard`, no gradients) H is this rank's rows only and so is
+        the output: H' is gathered whole, because Â's rows reach every cell's H'.
+        """
         s = self.weight(h)
         if self.activation:
             s = torch.tanh(s)
+        if shard is not None:
+            out = torch.sparse.mm(shard.rows_of(adj), shard.gather(s))
+            return out, (s, out)
         out = torch.sparse.mm(adj, s)
         return out, (s, out)
 
@@ -109,20 +117,28 @@ class GraphAE(nn.Module):
         )
 
     @staticmethod
-    def _run(layers: nn.ModuleList, h: Tensor, adj: Tensor, keep: bool = True
+    def _run(layers: nn.ModuleList, h: Tensor, adj: Tensor, keep: bool = True, shard=None
              ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         pairs = []
         for layer in layers:
-            h, pair = layer(h, adj)
+            h, pair = layer(h, adj, shard=shard)
             if keep:
                 pairs.append(pair)
         return h, pairs
 
-    def encode(self, x: Tensor, adj: Tensor, keep_pairs: bool = True
+    def encode(self, x: Tensor, adj: Tensor, keep_pairs: bool = True, shard=None
                ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """(N, P), Â → (Z_g (N, d), [(H_l, ÂH_l)] per layer; empty with ``keep_pairs=False``, which frees each
-        layer's activations as soon as the next layer has them)."""
-        return self._run(self.enc_layers, x, adj, keep_pairs)
+        layer's activations as soon as the next layer has them).
+
+        ``shard`` (:class:`~scsc.distributed.RowShard`; embeddings only, ``keep_pairs=False``): X is still whole,
+        Z_g holds rows ``shard.lo:shard.hi``.
+        """
+        if shard is not None:
+            if keep_pairs:
+                raise ValueError("a sharded graph encoding keeps no layer activations (keep_pairs=False)")
+            x = shard.take(x)
+        return self._run(self.enc_layers, x, adj, keep_pairs, shard)
 
     def decode(self, z: Tensor, adj: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """(N, d), Â → (Ẑ (N, P), [(H_l, ÂH_l)] per layer)."""
@@ -134,6 +150,8 @@ class SiameseEncoder(nn.Module):
 
     use_ae = True
     use_graph = True
+    #: ``encode_views`` can embed a distributed run's cells a shard of rows per rank (``shard=``).
+    takes_shard = True
 
     def __init__(self, config: RunConfig, *, n_input: int, n_genes: int, **_: object):
         super().__init__()
@@ -143,19 +161,21 @@ class SiameseEncoder(nn.Module):
         self.latent = m.latent
         self.zinb_cells = config.loss.zinb_cells
 
-    def encode_views(self, views: Views, propagation: bool = True) -> Branches:
+    def encode_views(self, views: Views, propagation: bool = True, shard=None) -> Branches:
         """Both views (N × P, sparse N × N) through the same branches → embeddings N × d (METHOD §4).
 
         ``propagation=False`` drops the graph layers' activations as soon as each view is done (an embedding
-        needs only Z; on a million cells they are gigabytes).
+        needs only Z; on a million cells they are gigabytes). ``shard`` (:class:`~scsc.distributed.RowShard`,
+        with ``propagation=False``): the views are whole, the embeddings this rank's rows of them.
         """
         out = Branches(None, None)
         if self.ae is not None:
-            out.ae_views = [self.ae.encode(views.x1), self.ae.encode(views.x2)]
+            x1, x2 = (views.x1, views.x2) if shard is None else (shard.take(views.x1), shard.take(views.x2))
+            out.ae_views = [self.ae.encode(x1), self.ae.encode(x2)]
             out.z_ae = 0.5 * (out.ae_views[0] + out.ae_views[1])
         if self.gae is not None:
-            g1, p1 = self.gae.encode(views.x1, views.adj1, keep_pairs=propagation)
-            g2, p2 = self.gae.encode(views.x2, views.adj2, keep_pairs=propagation)
+            g1, p1 = self.gae.encode(views.x1, views.adj1, keep_pairs=propagation, shard=shard)
+            g2, p2 = self.gae.encode(views.x2, views.adj2, keep_pairs=propagation, shard=shard)
             out.graph_views = [g1, g2]
             out.z_g = 0.5 * (g1 + g2)
             out.propagation = p1 + p2

@@ -21,15 +21,18 @@ class MeanFusion(nn.Module):
 
     takes_rows = True
     takes_groups = True
+    takes_shard = True
 
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
 
     def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
-                groups: list[Tensor] | None = None) -> Tensor:
-        """Branch embeddings (N × d each, either may be None) → Z (N × d)."""
+                groups: list[Tensor] | None = None, shard=None) -> Tensor:
+        """Branch embeddings (N × d each, either may be None) → Z (N × d); with a ``shard`` the branch
+        embeddings are this rank's rows, and Z is gathered whole."""
         parts = [z for z in (z_ae, z_g) if z is not None]
-        return torch.stack(parts).mean(dim=0)
+        z = torch.stack(parts).mean(dim=0)
+        return z if shard is None else shard.gather(z)
 
     def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
               propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
@@ -41,6 +44,7 @@ class SiameseFusion(nn.Module):
 
     takes_rows = True  # per-cell fusion weights (model.fusion_weights = "cell")
     takes_groups = True
+    takes_shard = True
 
     def __init__(self, config: RunConfig, *, n_cells: int, **_: object):
         super().__init__()
@@ -54,13 +58,18 @@ class SiameseFusion(nn.Module):
         self.scale = config.model.attention_scale
 
     def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
-                groups: list[Tensor] | None = None) -> Tensor:
+                groups: list[Tensor] | None = None, shard=None) -> Tensor:
         """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out.
 
         ``rows`` (B,) are the cells of a minibatch (their per-cell fusion weights are used); None: all cells.
         ``groups`` (index tensors that partition the N cells) restricts the attention to each group, as in
         minibatch training, while the propagation uses the whole graph ``adj``; None: attention over all cells.
+        ``shard`` (:class:`~scsc.distributed.RowShard`, with ``groups``, no gradients): the branch embeddings
+        are this rank's rows; the ranks share the propagation and the groups' attention, and every rank gets the
+        whole Z.
         """
+        if shard is not None:
+            return self._sharded(z_ae, z_g, adj, groups, shard)
         if z_ae is not None and z_g is not None:
             a, b = self.a, self.b
             if rows is not None and a.shape[0] > 1:
@@ -76,6 +85,22 @@ class SiameseFusion(nn.Module):
             for g in groups:
                 z_gl[g] = self._attend(z_l[g])
         return self.beta * z_gl + z_l
+
+    def _sharded(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, groups: list[Tensor] | None,
+                 shard) -> Tensor:
+        if groups is None:
+            raise ValueError("a sharded fusion confines its attention to groups")
+        if z_ae is not None and z_g is not None:
+            a, b = (self.a, self.b) if self.a.shape[0] == 1 else (shard.take(self.a), shard.take(self.b))
+            z_i = a * z_ae + b * z_g
+        else:
+            z_i = z_ae if z_ae is not None else z_g
+        z_l = shard.gather(torch.sparse.mm(shard.rows_of(adj), shard.gather(z_i)))
+        z_gl = torch.zeros_like(z_l)
+        world, rank = shard.context.world, shard.context.rank
+        for g in groups[rank::world]:  # the groups dealt out in turn; the others' rows stay zero here
+            z_gl[g] = self._attend(z_l[g])
+        return self.beta * shard.sum(z_gl) + z_l
 
     def _attend(self, z: Tensor) -> Tensor:
         """softmax(Z Zᵀ · scale) Z for Z (M × d) → (M × d)."""

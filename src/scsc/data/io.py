@@ -80,6 +80,24 @@ def read(
     return adata
 
 
+def reads_rows(path: str | Path) -> bool:
+    """Whether :func:`read` with ``shard`` takes only those rows off the disk for ``path`` (``.h5ad``, and
+    ``.h5`` with a dense ``X``); other formats are read whole and cut. False for a file it cannot open."""
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        return False
+    if name.endswith(".h5ad"):
+        return True
+    if not name.endswith((".h5", ".hdf5")):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("X"), h5py.Dataset) and "matrix" not in f
+    except OSError:
+        return False
+
+
 def _format_name(path: Path) -> str:
     name = path.name.lower()
     if path.is_dir():

@@ -6,12 +6,15 @@ are kept for the ZINB decoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from pandas.api.types import union_categoricals
 
 from ..config import PreprocessConfig
 from ..distributed import Context
@@ -133,6 +136,60 @@ def kept_input(adata: ad.AnnData, prepared: Prepared) -> ad.AnnData:
     if not prepared.cell_mask.all():
         counts = counts[prepared.cell_mask]
     return _kept(adata, prepared.cell_mask, prepared.gene_mask, counts)
+
+
+def kept_input_by_rows(read_rows: Callable[[int, int], ad.AnnData], prepared: Prepared,
+                       bounds: list[tuple[int, int]]) -> ad.AnnData:
+    """:func:`kept_input` of the whole input, read a block of rows at a time.
+
+    ``read_rows(lo, hi)`` reads input cells ``lo:hi``; ``bounds`` are blocks that cover the input's cells in
+    order. Each block's kept counts are copied into one CSR matrix as the blocks come, so the input's counts are
+    never held whole beside the kept ones (rank 0 of a distributed run builds its result this way). The result
+    equals ``kept_input(whole input, prepared)``: X, obs (categories as one read would make them) and var.
+    """
+    parts, counts = [], []
+    for lo, hi in bounds:
+        block = read_rows(lo, hi)
+        if block.n_obs != hi - lo:
+            raise InputError(f"reading input cells {lo}:{hi} gave {block.n_obs} cells; has the file changed?")
+        part = kept_input(block, replace(prepared, cell_mask=prepared.cell_mask[lo:hi]))
+        del block
+        counts.append(part.X)
+        part.X = None
+        parts.append(part)
+    x = _stack_csr(counts, len(parts[0].var))
+    obs = pd.concat([p.obs for p in parts])
+    for col in parts[0].obs.columns:
+        if isinstance(parts[0].obs[col].dtype, pd.CategoricalDtype):
+            obs[col] = _joined_categorical([p.obs[col] for p in parts])
+    return ad.AnnData(X=x, obs=obs, var=parts[0].var, uns=parts[0].uns)
+
+
+def _joined_categorical(columns: list[pd.Series]) -> pd.Categorical:
+    """Categorical columns of consecutive blocks as one: their categories in order when every block has the
+    same (a file's own categories), else the sorted union (what one read of labels makes)."""
+    first = columns[0].cat.categories
+    if all(c.cat.categories.equals(first) for c in columns):
+        return pd.Categorical(pd.concat(columns).to_numpy(), categories=first)
+    return union_categoricals([pd.Categorical(c) for c in columns], sort_categories=True)
+
+
+def _stack_csr(blocks: list[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
+    """CSR blocks stacked by rows into one float32 CSR matrix; each block is dropped from ``blocks`` once
+    copied, so the peak is the result plus one block."""
+    nnz = sum(b.nnz for b in blocks)
+    rows = sum(b.shape[0] for b in blocks)
+    index = np.int32 if nnz < 2**31 else np.int64
+    data, indices = np.empty(nnz, np.float32), np.empty(nnz, index)
+    indptr = np.zeros(rows + 1, np.int64 if index is np.int64 else np.int32)
+    at = row = 0
+    for i, b in enumerate(blocks):
+        data[at:at + b.nnz] = b.data
+        indices[at:at + b.nnz] = b.indices
+        indptr[row + 1:row + 1 + b.shape[0]] = b.indptr[1:] + at
+        at, row = at + b.nnz, row + b.shape[0]
+        blocks[i] = None
+    return sp.csr_matrix((data, indices, indptr), shape=(rows, n_cols))
 
 
 def filter_cells_and_genes(adata: ad.AnnData, config: PreprocessConfig, min_cells_required: int = 2,
