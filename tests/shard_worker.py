@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from scsc.config import RunConfig
+from scsc.data.graph import ppr_diffusion
 from scsc.data.io import read
 from scsc.data.prepare import plan, prepare
 from scsc.data.shards import hold_cells
@@ -28,6 +29,8 @@ def main(path: str, out: str, batch_size: int) -> None:
     data = hold_cells(data, batches.cells, ctx)
     rows = batches.batch("cluster", 0)
     embeddings = _embeddings(cfg, prepared, data, batches, ctx)
+    whole, shared = (ppr_diffusion(data.knn, block_rows=100, context=c) for c in (None, ctx))
+    embeddings.update(ppr_whole=whole.toarray(), ppr_shared=shared.toarray())
     np.savez(f"{out}/rank{ctx.rank}.npz", x=prepared.x, size_factors=prepared.size_factors,
              cell_mask=prepared.cell_mask, hvg=np.array(prepared.hvg), shard_rows=prepared.rows,
              n_shard=adata.n_obs, held=data.counts_rows, counts=data.counts_csr.toarray(), batch=rows,

@@ -28,6 +28,7 @@ import torch
 
 from . import __version__
 from .checkpoint import Checkpointer, check_same_data, load_checkpoint, restore_rng, rng_state
+from .components.base import capability
 from .config import RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
@@ -249,13 +250,13 @@ class RunSession:
         self.timings.start("init")
         if ck.past_pretraining:
             # Saved: rebuild the augmenter's views from the same embedding; train() restores the trained state.
-            model.augment.prepare(self.data, ck.z_pre)
+            self._prepare_augmenter(ck.z_pre)
             self.k, self.selection = ck.k, ck.k_selection
             self.start_state = ck.pretrained_state
             return
         self._release()  # before the whole-data embeddings, the largest temporaries of a minibatch run
         self.z_pre = pretrained_embedding(model, self.data, self.batches, self.ctx).cpu().numpy()
-        model.augment.prepare(self.data, self.z_pre)
+        self._prepare_augmenter(self.z_pre)
         # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
         self.z_start = embed_cells(model, self.data, self.batches, self.ctx)
         # The state every K's clustering stage starts from (other_k() returns to it).
@@ -319,6 +320,15 @@ class RunSession:
         self.extra[self.k] = self.labels
 
     # ------------------------------------------------------------------ pieces
+    def _prepare_augmenter(self, z_pre: np.ndarray) -> None:
+        """The augmenter's views from the pretrained embedding (N × d); an augmenter that declares
+        ``takes_context`` shares the work over the ranks."""
+        augment = self.model.augment
+        if capability(augment, "takes_context"):
+            augment.prepare(self.data, z_pre, context=self.ctx)
+        else:
+            augment.prepare(self.data, z_pre)
+
     def _release(self) -> None:
         """Hand freed memory back to the OS (:mod:`scsc.memory`) in minibatch runs, the large-data mode; a
         full-batch run is small, and the garbage collection would cost it a noticeable share of its time."""

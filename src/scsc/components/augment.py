@@ -17,6 +17,7 @@ from ..config import RunConfig
 from ..data.bundle import TrainData
 from ..data.graph import drop_dissimilar_edges, ppr_diffusion, row_normalize
 from ..data.tensors import sparse_to_torch
+from ..distributed import Context
 from ..plugins.hookspecs import hookimpl
 from .base import Views
 
@@ -28,6 +29,8 @@ class Augmenter:
 
     expression_noise = False
     graph_views = False
+    #: ``prepare`` takes the run's distributed ``context`` (the ranks then share the diffusion view's rows).
+    takes_context = True
 
     def __init__(self, config: RunConfig):
         self.noise_std = config.model.noise_std
@@ -41,8 +44,9 @@ class Augmenter:
         self._full: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._device: torch.device | str = "cpu"
 
-    def prepare(self, data: TrainData, embedding: np.ndarray | None) -> None:
-        """Build the graph views once; ``embedding`` (N × d) is the pretrained cell embedding."""
+    def prepare(self, data: TrainData, embedding: np.ndarray | None, context: Context | None = None) -> None:
+        """Build the graph views once; ``embedding`` (N × d) is the pretrained cell embedding. Under several
+        ranks (an active ``context``) each computes a share of the diffusion view's rows; all get all of it."""
         self.adj_main = self.adj1 = self.adj2 = data.adj
         self._graphs = (data.knn, data.adj_scipy)
         self._device = data.device
@@ -52,7 +56,7 @@ class Augmenter:
             kept = drop_dissimilar_edges(data.knn, embedding, self.graph_cfg.edge_drop)
             self.adj1 = self.adj_main = sparse_to_torch(row_normalize(kept), data.device)
             ppr = ppr_diffusion(data.knn, self.graph_cfg.ppr_alpha, self.graph_cfg.ppr_eps,
-                                self.graph_cfg.ppr_topk)
+                                self.graph_cfg.ppr_topk, context=context)
             self.adj2 = sparse_to_torch(ppr, data.device)
             self._graphs = (kept, ppr)
         self._full = (self.adj_main, self.adj1, self.adj2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..distributed import Context
+
 
 def knn_graph(x: np.ndarray, k: int, exact_max_cells: int = 50_000, seed: int = 0) -> sp.csr_matrix:
     """Symmetric binary kNN adjacency A (N × N, CSR, no self-loops) on the rows of ``x`` (N × P).
@@ -61,7 +63,8 @@ def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
 
 
 def ppr_diffusion(a: sp.spmatrix, alpha: float = 0.5, eps: float = 1e-4, topk: int | None = 32,
-                  max_steps: int = 100, block_rows: int | None = None) -> sp.csr_matrix:
+                  max_steps: int = 100, block_rows: int | None = None, context: Context | None = None
+                  ) -> sp.csr_matrix:
     """Sparse approximation of Â_d = α (I − (1−α) Ŝ)⁻¹, Ŝ = D^{-1/2}(A+I)D^{-1/2} (N × N, CSR).
 
     Sums the Neumann series α Σ_t ((1−α)Ŝ)^t term by term, dropping entries below ``eps`` after every
@@ -72,30 +75,46 @@ def ppr_diffusion(a: sp.spmatrix, alpha: float = 0.5, eps: float = 1e-4, topk: i
     is cut to ``topk`` before the next starts. Before pruning, one step of the whole matrix at once can hold
     up to ~1/eps entries per row (a large fraction of N × N at 10k cells); blocking bounds that working set
     to O(block_rows · N) on top of the O(N · topk) result. Default: about 4M entries per block.
+
+    A row's result depends on that row alone, so under several ranks (an active ``context``) each rank
+    computes a contiguous share of the blocks and the ranks gather the rows: the same matrix, bit for bit,
+    for a W-th of the work each.
     """
     s = sym_normalize(a)
     n = s.shape[0]
-    decay = 1.0 - alpha
     if block_rows is None:
         block_rows = max(64, (1 << 22) // max(n, 1))
-    blocks = []
-    for start in range(0, n, block_rows):
-        rows = np.arange(start, min(n, start + block_rows))
-        term = sp.csr_matrix((np.full(rows.size, alpha, dtype=np.float32), (np.arange(rows.size), rows)),
-                             shape=(rows.size, n))
-        total = term.copy()
-        for step in range(1, max_steps + 1):
-            term = (term @ s).tocsr() * decay
-            term.data[term.data < eps] = 0.0
-            term.eliminate_zeros()
-            total = (total + term).tocsr()
-            if term.nnz == 0 or decay ** (step + 1) < eps:
-                break
-        total.sort_indices()
-        if topk is not None:
-            total = keep_topk_per_row(total, topk)
-        blocks.append(total)
-    return sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32)
+    starts = range(0, n, block_rows)
+    if context is not None and context.active:
+        first, stop = context.shard(len(starts))
+        starts = starts[first:stop]
+    blocks = [_ppr_rows(s, np.arange(start, min(n, start + block_rows)), alpha, eps, topk, max_steps)
+              for start in starts]
+    mine = sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32) if blocks else \
+        sp.csr_matrix((0, n), dtype=np.float32)
+    if context is None or not context.active:
+        return mine
+    per_row = context.all_concat(np.diff(mine.indptr))
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    return sp.csr_matrix((context.all_concat(mine.data), context.all_concat(mine.indices), indptr), shape=(n, n))
+
+
+def _ppr_rows(s: sp.csr_matrix, rows: np.ndarray, alpha: float, eps: float, topk: int | None,
+              max_steps: int) -> sp.csr_matrix:
+    """Rows ``rows`` (B,) of the pruned PPR series over the normalised graph ``s`` (N × N) → B × N CSR."""
+    n, decay = s.shape[0], 1.0 - alpha
+    term = sp.csr_matrix((np.full(rows.size, alpha, dtype=np.float32), (np.arange(rows.size), rows)),
+                         shape=(rows.size, n))
+    total = term.copy()
+    for step in range(1, max_steps + 1):
+        term = (term @ s).tocsr() * decay
+        term.data[term.data < eps] = 0.0
+        term.eliminate_zeros()
+        total = (total + term).tocsr()
+        if term.nnz == 0 or decay ** (step + 1) < eps:
+            break
+    total.sort_indices()
+    return keep_topk_per_row(total, topk) if topk is not None else total
 
 
 def keep_topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
