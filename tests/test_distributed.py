@@ -56,6 +56,14 @@ def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
     assert adjusted_rand_score(a.label, a.cluster) >= 0.9
     # Rank 0 wrote the run folder, once, and removed its checkpoint.
     assert sorted(p.name for p in ddp_out.iterdir()) == sorted(p.name for p in single_out.iterdir())
+    # It read the input back a shard at a time: the same counts, cells, genes and labels as one process.
+    import anndata as ad
+
+    ra, rb = ad.read_h5ad(ddp_out / "result.h5ad"), ad.read_h5ad(single_out / "result.h5ad")
+    assert (ra.X != rb.X).nnz == 0 and ra.X.dtype == rb.X.dtype
+    assert list(ra.obs_names) == list(rb.obs_names) and list(ra.var_names) == list(rb.var_names)
+    assert list(ra.obs["label"]) == list(rb.obs["label"])
+    assert ra.obsm["X_scsc"].shape == rb.obsm["X_scsc"].shape
 
 
 def test_distributed_needs_minibatches(sim):

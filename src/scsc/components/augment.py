@@ -72,10 +72,17 @@ class Augmenter:
         if rows is None:
             self.adj_main, self.adj1, self.adj2 = self._full
             return
+        if self._graphs is None:
+            raise RuntimeError("the batch graphs were dropped after training; prepare() again to focus")
         main = self._graphs[0][rows][:, rows]
         self.adj_main = self.adj1 = sparse_to_torch(row_normalize(main), self._device)
         self.adj2 = sparse_to_torch(self._graphs[1][rows][:, rows], self._device) if self.graph_views \
             else self.adj_main
+
+    def drop_batch_graphs(self) -> None:
+        """Forget the scipy graphs that :meth:`focus` cuts batches from (training is over); the whole-data
+        views stay."""
+        self._graphs = None
 
     def views(self, x: torch.Tensor, generator: torch.Generator | None = None) -> Views:
         """The two training views of ``x`` (N × P) for one epoch (fresh noise every call)."""
