@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -245,6 +246,10 @@ def digest(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Warnings Python's default filters keep from a user's terminal (libraries' deprecations at import).
+HIDDEN_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
+
+
 def one_error_line(result, path: Path, problem: tuple[str, ...], any_of: tuple[str, ...] | None) -> str:
     out = result.output
     assert result.exit_code == 2, f"exit {result.exit_code}: {out}\n{result.exception!r}"
@@ -276,9 +281,13 @@ def test_generated_malformed_inputs_are_refused(tmp_path_factory, runner, cli_ap
         any_of = ANY_OF.get(case["defect"])
         label = ["--label-key", "cell_type"] if case["format"] == "h5ad" and defect.data is _missing_labels else []
         out = folder / "run out"
-        result = runner.invoke(cli_app, ["cluster", str(path), "--out", str(out), "-k", "3", "--no-plots", "-q",
-                                         *label])
+        with warnings.catch_warnings(record=True) as caught:  # a warning would reach the user's terminal too
+            warnings.simplefilter("always")
+            result = runner.invoke(cli_app, ["cluster", str(path), "--out", str(out), "-k", "3", "--no-plots",
+                                             "-q", *label])
         one_error_line(result, path, defect.problem, any_of)
+        shown = [w for w in caught if not issubclass(w.category, HIDDEN_WARNINGS)]
+        assert not shown, [f"{w.category.__name__}: {w.message}" for w in shown]
         assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
         info = runner.invoke(cli_app, ["info", str(path), *label])
         if defect.file_level:

@@ -166,6 +166,31 @@ def test_read_a_shard_gives_those_rows_of_the_whole_file(tmp_path, fmt):
     assert list(part.obs_names) == list(whole.obs_names[17:34])
     if "label" in whole.obs:
         assert list(part.obs["label"]) == list(whole.obs["label"][17:34])
+        assert list(part.obs["label"].cat.categories) == list(whole.obs["label"].cat.categories)
+
+
+@pytest.mark.parametrize("fmt", ["h5", "h5ad"])
+def test_a_shard_without_labels_reads_as_those_rows_of_the_whole_file(tmp_path, fmt):
+    """Labels are checked and converted for the whole file: a shard whose cells all lack a label is read (one
+    read of the file is valid), and its categories are the file's."""
+    from scsc.data.io import write_h5_counts
+
+    sim = scsc.simulate(n_cells=60, n_types=3, n_genes=80, seed=1)
+    labels = sim.labels.astype(str).astype(object)
+    labels[:20] = ""
+    path = tmp_path / f"sim.{fmt}"
+    if fmt == "h5":
+        write_h5_counts(path, sim.counts, labels.astype("S"), sim.genes)
+        kw = {}
+    else:
+        a = sim.to_anndata()
+        a.obs["cell_type"] = labels.astype(str)
+        scsc.write_h5ad(a, path)
+        kw = {"label_key": "cell_type"}
+    whole = scsc.read(path, **kw)
+    part = scsc.read(path, shard=lambda n: (0, 20), **kw)
+    assert list(part.obs["label"]) == list(whole.obs["label"][:20])
+    assert list(part.obs["label"].cat.categories) == list(whole.obs["label"].cat.categories)
 
 
 def test_release_free_memory_changes_nothing_it_is_given():

@@ -137,10 +137,8 @@ def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) 
         labels = None
         if "Y" in keys:
             labels = np.asarray(f["Y"][()]).reshape(-1)
-            if shard is not None:
-                if len(labels) != xd.shape[0]:
-                    raise InputError(f"{path}: Y has {len(labels)} labels but there are {xd.shape[0]} cells")
-                labels = labels[lo:hi]
+            if len(labels) != xd.shape[0]:
+                raise InputError(f"{path}: Y has {len(labels)} labels but there are {xd.shape[0]} cells")
         genes = None
         if "gene_names" in keys:
             genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
@@ -156,7 +154,7 @@ def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) 
         adata.var_names = [f"gene{j}" for j in range(adata.n_vars)]
         adata.uns["scsc_gene_names"] = False
     if labels is not None:
-        _attach_labels(adata, labels, path, "Y")
+        _attach_labels(adata, labels, path, "Y", rows=(lo, hi))
     return adata
 
 
@@ -200,7 +198,8 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     if not any((path / f).exists() for f in ("matrix.mtx", "matrix.mtx.gz")):
         raise InputError(f"{path}: folder has no matrix.mtx(.gz); expected a 10x mtx folder")
     try:
-        adata = sc.read_10x_mtx(path)
+        with np.errstate(over="ignore"):  # a count beyond float32 becomes inf, refused below with a clear error
+            adata = sc.read_10x_mtx(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot read as a 10x mtx folder ({_reason(exc)})") from None
     _unique_gene_names(adata, path)
@@ -213,12 +212,15 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
                shard: Callable[[int], tuple[int, int]] | None = None) -> ad.AnnData:
     with _open_h5(path):
         pass
+    rows, all_labels = None, None
     try:
         src = ad.read_h5ad(path, backed="r" if shard is not None else None)
         if shard is not None:  # only these rows of X and the layers come off the disk
-            lo, hi = shard(src.n_obs)
-            src = src[lo:hi].to_memory()
-            src.uns["scsc_rows"] = [lo, hi]
+            rows = shard(src.n_obs)
+            if label_key is not None and label_key in src.obs:
+                all_labels = src.obs[label_key].to_numpy()  # checked as a whole, as one read would
+            src = src[rows[0]:rows[1]].to_memory()
+            src.uns["scsc_rows"] = list(rows)
     except Exception as exc:
         raise InputError(f"{path}: cannot read as .h5ad ({_reason(exc)})") from None
     if layer is not None:
@@ -241,7 +243,10 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
             raise InputError(
                 f"{path}: no obs column {label_key!r} for labels; columns: {', '.join(src.obs.columns) or 'none'}"
             )
-        _attach_labels(adata, src.obs[label_key].to_numpy(), path, label_key)
+        if rows is None:
+            _attach_labels(adata, src.obs[label_key].to_numpy(), path, label_key)
+        else:
+            _attach_labels(adata, all_labels, path, label_key, rows=rows)
     return adata
 
 
@@ -326,8 +331,13 @@ def _check_range(values: np.ndarray, path: Path) -> None:
                          f"(limit {MAX_COUNT:.0e}); expected raw counts")
 
 
-def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str) -> None:
-    if len(labels) != adata.n_obs:
+def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str,
+                   rows: tuple[int, int] | None = None) -> None:
+    """``obs["label"]`` from the file's ``labels`` (one per cell of the file), checked and converted as a whole;
+    with ``rows`` (lo, hi), ``adata`` holds those cells of the file only (the caller has checked that ``labels``
+    covers the file). A shard's labels thus equal the rows of a whole read's, categories included."""
+    lo, hi = (0, len(labels)) if rows is None else rows
+    if hi - lo != adata.n_obs:
         raise InputError(f"{path}: {key} has {len(labels)} labels but there are {adata.n_obs} cells")
     if labels.dtype.kind == "f":
         if np.isnan(labels).any():
@@ -338,7 +348,7 @@ def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str) 
         labels = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in labels])
         if all(not v.strip() or v.lower() in {"nan", "none", "na"} for v in labels):
             raise InputError(f"{path}: {key} holds no labels (every value is missing)")
-    adata.obs[LABEL_KEY] = pd.Categorical(labels.astype(str))
+    adata.obs[LABEL_KEY] = pd.Categorical(labels.astype(str))[lo:hi]
 
 
 def _check_matrix(adata: ad.AnnData, path: Path) -> None:
