@@ -70,14 +70,7 @@ class SiameseFusion(nn.Module):
         """
         if shard is not None:
             return self._sharded(z_ae, z_g, adj, groups, shard)
-        if z_ae is not None and z_g is not None:
-            a, b = self.a, self.b
-            if rows is not None and a.shape[0] > 1:
-                a, b = torch.index_select(a, 0, rows), torch.index_select(b, 0, rows)
-            z_i = a * z_ae + b * z_g
-        else:
-            z_i = z_ae if z_ae is not None else z_g
-        z_l = torch.sparse.mm(adj, z_i)
+        z_l = torch.sparse.mm(adj, self._mix(z_ae, z_g, rows))
         if groups is None:
             z_gl = self._attend(z_l)
         else:
@@ -90,17 +83,22 @@ class SiameseFusion(nn.Module):
                  shard) -> Tensor:
         if groups is None:
             raise ValueError("a sharded fusion confines its attention to groups")
-        if z_ae is not None and z_g is not None:
-            a, b = (self.a, self.b) if self.a.shape[0] == 1 else (shard.take(self.a), shard.take(self.b))
-            z_i = a * z_ae + b * z_g
-        else:
-            z_i = z_ae if z_ae is not None else z_g
-        z_l = shard.gather(torch.sparse.mm(shard.rows_of(adj), shard.gather(z_i)))
+        rows = torch.arange(shard.lo, shard.hi, device=self.a.device)
+        z_l = shard.gather(torch.sparse.mm(shard.rows_of(adj), shard.gather(self._mix(z_ae, z_g, rows))))
         z_gl = torch.zeros_like(z_l)
         world, rank = shard.context.world, shard.context.rank
         for g in groups[rank::world]:  # the groups dealt out in turn; the others' rows stay zero here
             z_gl[g] = self._attend(z_l[g])
         return self.beta * shard.sum(z_gl) + z_l
+
+    def _mix(self, z_ae: Tensor | None, z_g: Tensor | None, rows: Tensor | None) -> Tensor:
+        """Z_i = a⊙Z_ae + b⊙Z_g for the cells ``rows`` (B,; None: all), or the one branch present (B × d)."""
+        if z_ae is None or z_g is None:
+            return z_ae if z_ae is not None else z_g
+        a, b = self.a, self.b
+        if rows is not None and a.shape[0] > 1:
+            a, b = torch.index_select(a, 0, rows), torch.index_select(b, 0, rows)
+        return a * z_ae + b * z_g
 
     def _attend(self, z: Tensor) -> Tensor:
         """softmax(Z Zᵀ · scale) Z for Z (M × d) → (M × d)."""

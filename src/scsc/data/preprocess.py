@@ -158,20 +158,12 @@ def kept_input_by_rows(read_rows: Callable[[int, int], ad.AnnData], prepared: Pr
         part.X = None
         parts.append(part)
     x = _stack_csr(counts, len(parts[0].var))
-    obs = pd.concat([p.obs for p in parts])
+    obs = pd.concat([p.obs for p in parts])  # a categorical keeps its dtype when every block has its categories
     for col in parts[0].obs.columns:
-        if isinstance(parts[0].obs[col].dtype, pd.CategoricalDtype):
-            obs[col] = _joined_categorical([p.obs[col] for p in parts])
+        if isinstance(parts[0].obs[col].dtype, pd.CategoricalDtype) and \
+                not isinstance(obs[col].dtype, pd.CategoricalDtype):  # blocks disagree: their sorted union
+            obs[col] = union_categoricals([p.obs[col] for p in parts], sort_categories=True)
     return ad.AnnData(X=x, obs=obs, var=parts[0].var, uns=parts[0].uns)
-
-
-def _joined_categorical(columns: list[pd.Series]) -> pd.Categorical:
-    """Categorical columns of consecutive blocks as one: their categories in order when every block has the
-    same (a file's own categories), else the sorted union (what one read of labels makes)."""
-    first = columns[0].cat.categories
-    if all(c.cat.categories.equals(first) for c in columns):
-        return pd.Categorical(pd.concat(columns).to_numpy(), categories=first)
-    return union_categoricals([pd.Categorical(c) for c in columns], sort_categories=True)
 
 
 def _stack_csr(blocks: list[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
