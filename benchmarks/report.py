@@ -42,8 +42,9 @@ def quality_section(df: pd.DataFrame, collection: str = "scoring") -> str:
     title, which = COLLECTION_TEXT.get(collection, (collection, collection))
     lines = [f"## Quality, true K given to every method: {title}", "",
              "ARI / NMI; scsc is mean ± std over seeds; peers are computed in the same run with the standard "
-             "scanpy pipeline (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN graph). `scsc init` is KMeans "
-             "on the pretrained embedding (the clustering stage starts from it). Seconds and peak RSS are for "
+             "scanpy pipeline (normalise, log1p, 2000 HVG, scale, 50 PCs, 15-NN graph). `scsc init` is the head's "
+             "KMeans start, on the pretrained embedding beside the model input (the clustering stage starts "
+             "from it). Seconds and peak RSS are for "
              "`scsc.run` in its own process (preprocessing, graph, pretraining, clustering); runs share the "
              "2 cores with each other, so take seconds from the speed table below, which is measured alone.", "",
              "| dataset | scsc ARI | scsc NMI | scsc init ARI | best peer ARI | best peer NMI | Leiden default "
@@ -109,7 +110,7 @@ def under_load_section(df: pd.DataFrame) -> str:
 def stage_section(df: pd.DataFrame) -> str:
     """Per dataset: ARI at the clustering stage's KMeans start and at its end, and seconds per stage."""
     lines = ["## What each stage costs and earns", "",
-             "scsc rows of the quality tables above: ARI of KMeans on the pretrained embedding (the head's start) "
+             "scsc rows of the quality tables above: ARI of the head's KMeans start (the pretrained embedding beside the model input) "
              "and of the final labels, and the seconds of each stage (one thread per run, two runs at a time).", "",
              "| collection | dataset | cells | ARI at init | ARI at the end | Δ | preprocess + graph s | pretrain s | "
              "init s | cluster s | cluster share |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -147,6 +147,9 @@ class RunSession:
         for k in ([c.n_clusters] if c.n_clusters is not None else []) + list(c.k_candidates):
             if k < 2:
                 raise ConfigError("n_clusters must be at least 2")
+        if c.input_weight < 0 or c.kmeans_restarts < 1:
+            raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
+                              f"{c.input_weight:g} and {c.kmeans_restarts})")
         if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
             raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
                               f"{list(c.k_candidates)}")
@@ -210,6 +213,9 @@ class RunSession:
             self.prepared.adata.X = None
         self._release()  # reading, preprocessing and the kNN search leave large freed blocks
         self.model = build_model(cfg, self.fingerprint, self.registry)
+        use_input = getattr(self.model.head, "use_input", None)
+        if use_input is not None:  # the built-in heads cluster Z beside the model input (cluster.input_weight)
+            use_input(self.data.x)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
                                 checkpoint=self.checkpointer, batches=self.batches, context=ctx,

@@ -3,6 +3,12 @@
 A head is initialised by KMeans on the pretrained embedding, gives soft assignments Q (N × K), may refresh a
 target, returns its named loss terms and owns the final prediction.
 
+The built-in heads cluster Z beside the model input (``cluster.input_weight``): each cell is the row
+[z_i ‖ w·s·(x_i − x̄)], x the PCA input the encoders read (N × P), s the scale that gives the input Z's root mean
+square norm at the start. The input part is fixed; gradients reach the encoder through z only. Over seeds it
+anchors the partition to what the data show before training (docs/method.md, "The head clusters Z beside
+its input"). ``input_weight = 0`` clusters Z alone, as published.
+
 - ``sinkhorn``: Student-t Q; target P = entropic OT plan between cells (uniform) and clusters (the KMeans
   proportions) with cost −log Q and ε = 1/λ, solved by POT; loss KL(P ‖ Q); predicts argmax P.
 - ``dec``: Student-t Q; target the DEC sharpened distribution q²/f; predicts argmax Q.
@@ -29,11 +35,17 @@ def student_t(z: Tensor, centroids: Tensor, nu: float = 1.0) -> Tensor:
     return q / q.sum(dim=1, keepdim=True)
 
 
-def kmeans(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """KMeans (10 restarts) on ``z`` (N × d) → (labels (N,), centroids (K × d))."""
+def _rms(a: Tensor) -> Tensor:
+    """Root mean square row norm of ``a`` (N × d), a scalar tensor."""
+    return a.pow(2).sum(dim=1).mean().sqrt()
+
+
+def kmeans(z: np.ndarray, k: int, seed: int, restarts: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """KMeans (``restarts`` k-means++ starts, the lowest inertia kept) on ``z`` (N × d) → (labels (N,),
+    centroids (K × d))."""
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(z.astype(np.float64))
+    km = KMeans(n_clusters=k, n_init=restarts, random_state=seed).fit(z.astype(np.float64))
     return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 
@@ -76,25 +88,67 @@ class StudentTHead(nn.Module):
         self.register_buffer("proportions", torch.zeros(0))
         #: The initial KMeans cluster of every cell (N,); minibatch training derives batch marginals from it.
         self.register_buffer("assignments", torch.zeros(0, dtype=torch.long))
+        #: Centre (P,) and scale (scalar) of the model input beside Z, fixed at the start (empty: Z alone).
+        self.register_buffer("input_mean", torch.zeros(0))
+        self.register_buffer("input_scale", torch.zeros(0))
         self.target: Tensor | None = None
         self._batch_proportions: Tensor | None = None
+        self._input: Tensor | None = None
+        self._rows: Tensor | None = None
 
     @property
     def n_clusters(self) -> int:
         return int(self.centroids.shape[0])
 
+    def use_input(self, x: Tensor | None) -> None:
+        """The model input of all cells (N × P), clustered beside Z when ``cluster.input_weight`` > 0.
+
+        Held by reference, not saved with the head: the run attaches it again after a resume.
+        """
+        self._input = x if x is not None and self.cfg.input_weight > 0 else None
+
+    def features(self, z: Tensor) -> Tensor:
+        """What the head clusters: Z (n × d), or [Z ‖ w·s·(x − x̄)] (n × (d + P)) for the same cells (all cells,
+        or the batch given to :meth:`focus`)."""
+        if self._input is None or self.input_scale.numel() == 0:
+            return z
+        x = self._input if self._rows is None else self._input[self._rows]
+        return torch.cat([z, (x.to(z.dtype) - self.input_mean) * self.input_scale], dim=1)
+
+    def _fix_input_scale(self, z: Tensor) -> None:
+        """Centre and scale of the input part from Z (N × d) at the start: the input gets Z's RMS row norm."""
+        if self._input is None:
+            self.input_mean, self.input_scale = torch.zeros(0, device=z.device), torch.zeros(0, device=z.device)
+            return
+        x = self._input.to(z.dtype)
+        mean = x.mean(dim=0)
+        scale = self.cfg.input_weight * _rms(z.detach()) / _rms(x - mean).clamp_min(1e-12)
+        self.input_mean, self.input_scale = mean.detach(), scale.detach().reshape(())
+
     def init(self, z: Tensor, n_clusters: int) -> np.ndarray:
-        """KMeans on the pretrained embedding ``z`` (N × d); returns its labels (N,)."""
-        labels, centers = kmeans(z.detach().cpu().numpy(), n_clusters, self.seed)
+        """KMeans on the pretrained embedding ``z`` (N × d), beside the input; returns its labels (N,)."""
+        self._rows = None
+        self._fix_input_scale(z)
+        labels, centers = kmeans(self.features(z.detach()).cpu().numpy(), n_clusters, self.seed,
+                                 self.cfg.kmeans_restarts)
         return self.start_from(z, labels, centers)
 
     def start_from(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Start from a partition: ``labels`` (N,) in 0 … K − 1 and their ``centers`` (K × d, float32) become
         the centroids, the transport proportions (cluster sizes) and the batch marginals; returns ``labels``.
 
-        The public way for a head that finds its clusters otherwise (Leiden, a reference) to reuse the rest.
+        ``centers`` may hold Z's columns only: the input's part is then the mean input of each cluster. The
+        public way for a head that finds its clusters otherwise (Leiden, a reference) to reuse the rest.
         """
         k = len(centers)
+        self._rows = None
+        self._fix_input_scale(z)
+        if centers.shape[1] == z.shape[1] and self._input is not None:
+            extra = self.features(z.detach())[:, z.shape[1]:]
+            one_hot = torch.zeros(z.shape[0], k, dtype=extra.dtype, device=extra.device)
+            one_hot[torch.arange(z.shape[0], device=z.device), torch.from_numpy(labels).to(z.device)] = 1.0
+            means = soft_readout(extra, one_hot).cpu().numpy().astype(np.float32)
+            centers = np.concatenate([centers, means], axis=1)
         self.centroids = nn.Parameter(torch.from_numpy(np.ascontiguousarray(centers)).to(z.device))
         sizes = np.bincount(labels, minlength=k).astype(np.float64)
         props = np.maximum(sizes, 1.0) / max(sizes.sum(), 1.0)
@@ -108,7 +162,9 @@ class StudentTHead(nn.Module):
         The transport target of a batch then uses the batch's share of each initial cluster: a batch of
         neighbouring cells holds only some of the types, and forcing the global proportions on it would move
         cells into clusters that are not there. Summed over a round of batches these are the global proportions.
+        The input beside Z is then these cells' rows.
         """
+        self._rows = rows
         if rows is None or self.assignments.numel() == 0:
             self._batch_proportions = None
             return
@@ -123,8 +179,8 @@ class StudentTHead(nn.Module):
         return self.proportions if self._batch_proportions is None else self._batch_proportions
 
     def soft_assign(self, z: Tensor) -> Tensor:
-        """Q (N × K)."""
-        return student_t(z, self.centroids)
+        """Q (N × K) of the cells of ``z`` (N × d) beside their input (:meth:`features`)."""
+        return student_t(self.features(z), self.centroids)
 
     def refresh(self, z: Tensor) -> None:
         """Recompute the target from the current embedding (no gradient)."""
@@ -150,7 +206,7 @@ class StudentTHead(nn.Module):
             return
         w = self.target.to(z.dtype)
         with torch.no_grad():
-            means = soft_readout(z.detach(), w)
+            means = soft_readout(self.features(z.detach()), w)
             empty = w.sum(dim=0) <= 1e-12  # a cluster the target leaves empty keeps its centroid
             means[empty] = self.centroids[empty]
             self.centroids.copy_(means)
@@ -194,7 +250,8 @@ class KMeansHead(StudentTHead):
         return {}
 
     def predict(self, z: Tensor) -> np.ndarray:
-        return kmeans(z.detach().cpu().numpy(), self.n_clusters, self.seed)[0]
+        return kmeans(self.features(z.detach()).cpu().numpy(), self.n_clusters, self.seed,
+                      self.cfg.kmeans_restarts)[0]
 
 
 @hookimpl
