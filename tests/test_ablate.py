@@ -35,7 +35,7 @@ PAPER_NAMES = [
     "full model", "w/o siamese fusion", "w/o ZINB", "w/o clustering loss", "w/o cross-correlation",
     "w/o graph correlation", "w/o propagation", "w/o reconstruction",
     "augment: dual", "augment: noise", "augment: graph", "augment: none",
-    "head: sinkhorn", "head: dec", "head: kmeans",
+    "head: sinkhorn", "head: dec", "head: kmeans", "head: Z alone",
 ]
 
 
@@ -65,6 +65,7 @@ def test_paper_preset_has_every_published_ablation(small_h5):
     assert set(by["w/o cross-correlation"].sets) == {"loss.cr_sample_ae", "loss.cr_sample_graph",
                                                      "loss.cr_feature_ae", "loss.cr_feature_graph"}
     assert by["w/o propagation"].sets == {"loss.prop": 0}
+    assert by["head: Z alone"].sets == {"cluster.input_weight": 0, "cluster.kmeans_restarts": 10}
     for sub in ("losses", "augment", "heads"):
         assert {v["name"] for v in PRESETS[sub][1]} <= set(PAPER_NAMES)
 
@@ -78,7 +79,7 @@ def test_all_paper_variants_share_one_pretraining_per_seed(small_h5):
     hashes = {c.variant.name: c.chash for c in cells if c.seed == 0}
     assert hashes["augment: dual"] == hashes["full model"] == hashes["head: sinkhorn"]
     assert hashes["head: kmeans"] == hashes["w/o clustering loss"]
-    assert len(set(hashes.values())) == 12
+    assert len(set(hashes.values())) == 13
 
 
 def test_pretrain_key_tracks_only_what_pretraining_sees(small_h5):
@@ -174,7 +175,7 @@ def test_cli_dry_run_lists_the_plan(runner, cli_app, small_h5, tmp_path):
                                   "--json", "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert len(data["cells"]) == 30
+    assert len(data["cells"]) == 32
     assert {c["variant"] for c in data["cells"]} == set(PAPER_NAMES)
     assert len({c["pretrain"] for c in data["cells"]}) == 2
     assert not (tmp_path / "o").exists()
@@ -196,7 +197,7 @@ def test_real_dataset_study_validates(tmp_path):
     path = tmp_path / "real.toml"
     path.write_text(f'datasets = ["{data}"]\nseeds = [0, 1]\npreset = "paper"\n')
     study = load_study(path)
-    assert study.datasets[0].name == "Maayan_Mouse_Pancreas_cell_2" and len(plan(study)) == 30
+    assert study.datasets[0].name == "Maayan_Mouse_Pancreas_cell_2" and len(plan(study)) == 32
 
 
 # ----------------------------------------------------------------------------- running (in process)

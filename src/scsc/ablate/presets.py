@@ -20,7 +20,7 @@ LOSSES: list[dict[str, Any]] = [
      "description": "mean of the branch embeddings: no adaptive fusion, propagation, attention or refinement terms"},
     {"name": "w/o ZINB", "set": {"loss.zinb": 0}, "description": "no ZINB likelihood of the raw counts"},
     {"name": "w/o clustering loss", "cluster": "kmeans",
-     "description": "no clustering loss; KMeans on the final embedding Z"},
+     "description": "no clustering loss; KMeans on the final embedding Z beside the model input"},
     {"name": "w/o cross-correlation", "set": dict(_CR_OFF),
      "description": "no sample- or feature-level cross-correlation terms"},
     {"name": "w/o graph correlation", "set": {"loss.cr_sample_graph": 0, "loss.cr_feature_graph": 0},
@@ -46,9 +46,11 @@ HEADS: list[dict[str, Any]] = [
     {"name": f"head: {name}", "cluster": name, "description": text} for name, text in (
         ("sinkhorn", "optimal-transport target (default)"),
         ("dec", "DEC sharpened target"),
-        ("kmeans", "KMeans on Z, no clustering loss"),
+        ("kmeans", "KMeans on Z beside the model input, no clustering loss"),
     )
-]
+] + [{"name": "head: Z alone", "set": {"cluster.input_weight": 0, "cluster.kmeans_restarts": 10},
+      "description": "Sinkhorn head on Z without the model input beside it, KMeans start with 10 restarts "
+                     "(the published head)"}]
 
 PRESETS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "paper": ("every published ablation: losses and modules, augmentation swaps, head swaps",
