@@ -113,7 +113,11 @@ class StudentTHead(nn.Module):
         if self._input is None or self.input_scale.numel() == 0:
             return z
         x = self._input if self._rows is None else self._input[self._rows]
-        return torch.cat([z, (x.to(z.dtype) - self.input_mean) * self.input_scale], dim=1)
+        return torch.cat([z, self._scaled(x, z.dtype)], dim=1)
+
+    def _scaled(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """The input part w·s·(x − x̄) of the cells of ``x`` (n × P)."""
+        return (x.to(dtype) - self.input_mean) * self.input_scale
 
     def _fix_input_scale(self, z: Tensor) -> None:
         """Centre and scale of the input part from Z (N × d) at the start: the input gets Z's RMS row norm."""
@@ -131,7 +135,7 @@ class StudentTHead(nn.Module):
         self._fix_input_scale(z)
         labels, centers = kmeans(self.features(z.detach()).cpu().numpy(), n_clusters, self.seed,
                                  self.cfg.kmeans_restarts)
-        return self.start_from(z, labels, centers)
+        return self._start(z, labels, centers)
 
     def start_from(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Start from a partition: ``labels`` (N,) in 0 … K − 1 and their ``centers`` (K × d, float32) become
@@ -140,15 +144,20 @@ class StudentTHead(nn.Module):
         ``centers`` may hold Z's columns only: the input's part is then the mean input of each cluster. The
         public way for a head that finds its clusters otherwise (Leiden, a reference) to reuse the rest.
         """
-        k = len(centers)
         self._rows = None
         self._fix_input_scale(z)
         if centers.shape[1] == z.shape[1] and self._input is not None:
-            extra = self.features(z.detach())[:, z.shape[1]:]
-            one_hot = torch.zeros(z.shape[0], k, dtype=extra.dtype, device=extra.device)
-            one_hot[torch.arange(z.shape[0], device=z.device), torch.from_numpy(labels).to(z.device)] = 1.0
-            means = soft_readout(extra, one_hot).cpu().numpy().astype(np.float32)
-            centers = np.concatenate([centers, means], axis=1)
+            part = self._scaled(self._input, z.dtype).detach()
+            idx = torch.from_numpy(labels).to(part.device)
+            sums = torch.zeros(len(centers), part.shape[1], dtype=part.dtype, device=part.device)
+            sums.index_add_(0, idx, part)
+            sizes = torch.bincount(idx, minlength=len(centers)).clamp_min(1).to(part.dtype)
+            centers = np.concatenate([centers, (sums / sizes[:, None]).cpu().numpy().astype(np.float32)], axis=1)
+        return self._start(z, labels, centers)
+
+    def _start(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        """:meth:`start_from` once the input's scale is fixed and ``centers`` (K × width) are complete."""
+        k = len(centers)
         self.centroids = nn.Parameter(torch.from_numpy(np.ascontiguousarray(centers)).to(z.device))
         sizes = np.bincount(labels, minlength=k).astype(np.float64)
         props = np.maximum(sizes, 1.0) / max(sizes.sum(), 1.0)
