@@ -85,6 +85,9 @@ def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: 
     secs = time.perf_counter() - t0
     mb = r.adata.uns["scsc"].get("minibatch", {})
     common = {"seed": seed, "k": r.n_clusters, "true_k": true_k, "k_mode": k_mode}
+    if r.k_selection is not None:
+        gap = r.k_selection.gap
+        common |= {"k_clear": r.k_selection.clear, "k_gap": np.nan if gap is None else gap}
     return [{"method": "scsc", "seconds": secs, **common, **r.metrics["scsc"],
              **{f"stage_{k}": v for k, v in r.timings.items()}, "cells": r.adata.n_obs,
              "batch_size": mb.get("batch_size", 0), "edges_in_batch": mb.get("edges_in_batch", np.nan)},

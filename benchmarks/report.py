@@ -136,9 +136,11 @@ def k_section(df: pd.DataFrame) -> str:
     lines = ["## Clustering without K (`scsc cluster DATA`, K estimated)", "",
              "scsc estimates K from the pretrained embedding (scsc/k_selection.py, docs/method.md); the peer is the "
              "scanpy user's default, Leiden at resolution 1 on the standard pipeline's 15-NN graph, computed in the "
-             "same run. K is listed per seed.", "",
-             "| collection | dataset | true K | scsc K | scsc ARI | scsc NMI | Leiden default K | Leiden default ARI / NMI |",
-             "|---|---|---|---|---|---|---|---|"]
+             "same run. K is listed per seed; *clear* counts the seeds whose estimate scsc calls clear-cut (the next "
+             "split is at least 5× more connected than the weakest one kept; otherwise it tells the user to compare "
+             "neighbouring K values).", "",
+             "| collection | dataset | true K | scsc K | clear | scsc ARI | scsc NMI | Leiden default K | Leiden default ARI / NMI |",
+             "|---|---|---|---|---|---|---|---|---|"]
     summary = []
     for (coll, ds), part in df.groupby(["collection", "dataset"]):
         s = part[part.method == "scsc"].sort_values("seed")
@@ -146,17 +148,23 @@ def k_section(df: pd.DataFrame) -> str:
         true_k = int(s.true_k.iloc[0])
         p = peer.iloc[0] if len(peer) else None
         within = ((s.k - true_k).abs() <= 0.3 * true_k).mean()
+        clear = s.k_clear.astype(bool) if "k_clear" in s and s.k_clear.notna().all() else None
         summary.append({"collection": coll, "ari": s.ari.mean(), "nmi": s.nmi.mean(), "within": within >= 0.5,
+                        "clear": None if clear is None else clear.mean() >= 0.5,
                         "peer_ari": p["ari"] if p is not None else float("nan"),
                         "peer_nmi": p["nmi"] if p is not None else float("nan")})
-        lines.append(f"| {coll} | {ds} | {true_k} | {', '.join(str(int(k)) for k in s.k)} | {_ms(s.ari)} | "
+        lines.append(f"| {coll} | {ds} | {true_k} | {', '.join(str(int(k)) for k in s.k)} | "
+                     f"{'–' if clear is None else f'{int(clear.sum())} of {len(clear)}'} | {_ms(s.ari)} | "
                      f"{_ms(s.nmi)} | {int(p['k']) if p is not None else '–'} | "
                      + (f"{p['ari']:.3f} / {p['nmi']:.3f} |" if p is not None else "– |"))
     lines.append("")
     for coll, m in pd.DataFrame(summary).groupby("collection"):
         lines.append(f"- {coll}: scsc mean ARI **{m.ari.mean():.3f}** / NMI {m.nmi.mean():.3f}, Leiden default "
                      f"**{m.peer_ari.mean():.3f}** / {m.peer_nmi.mean():.3f} (difference {m.ari.mean() - m.peer_ari.mean():+.3f} "
-                     f"ARI); K within ±30 % of the true K (on most seeds) on {int(m.within.sum())} of {len(m)} datasets.")
+                     f"ARI); K within ±30 % of the true K (on most seeds) on {int(m.within.sum())} of {len(m)} datasets"
+                     + ("." if m.clear.isna().any() else
+                        f"; clear-cut (on most seeds) on {int(m.clear.sum())} of {len(m)}, and of those within ±30 % "
+                        f"on {int((m.clear.astype(bool) & m.within).sum())}."))
     return "\n".join(lines)
 
 

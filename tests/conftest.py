@@ -22,6 +22,8 @@ torch.set_num_threads(1)
 
 #: Real labelled data sets live beside the repository (see ../shared/datasets/README.md), never inside it.
 SHARED_DATASETS = Path(__file__).parents[2] / "shared" / "datasets"
+#: The tuning collection (../shared/tuning/README.md): where defaults and thresholds are chosen.
+SHARED_TUNING = Path(__file__).parents[2] / "shared" / "tuning"
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,20 @@ def shared_file(shared_datasets):
         path = shared_datasets / name
         if not path.is_file():
             pytest.skip(f"real data set {name} not found in {shared_datasets}")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tuning_file():
+    """``tuning_file(name)``: a file of the tuning collection, or a skip naming it."""
+
+    def get(name: str) -> Path:
+        path = SHARED_TUNING / name
+        if not path.is_file():
+            pytest.skip(f"tuning data set {name} not found in {SHARED_TUNING} "
+                        "(expected ../shared/tuning beside the repository)")
         return path
 
     return get

@@ -12,7 +12,15 @@ import scsc
 from scsc.config import RunConfig
 from scsc.data.io import write_h5_counts
 from scsc.errors import ConfigError
-from scsc.k_selection import choose_k, cluster_connectivity, merge_path, parse_k, select_k
+from scsc.k_selection import (
+    CLEAR_RATIO,
+    KSelection,
+    choose_k,
+    cluster_connectivity,
+    merge_path,
+    parse_k,
+    select_k,
+)
 
 FAST = ["pretrain.ae_epochs=5", "pretrain.gae_epochs=5", "pretrain.joint_epochs=5", "cluster.epochs=4"]
 
@@ -82,6 +90,30 @@ def test_large_data_is_scored_on_subsamples_of_the_calibrated_size():
     assert small.k == 4 and "subsamples" not in small.reason
 
 
+def sel_of(scores: dict[int, float], threshold: float = 0.125) -> KSelection:
+    return KSelection(k=choose_k(scores, threshold)[0], scores=scores, threshold=threshold)
+
+
+def test_estimate_is_clear_only_where_the_next_split_is_far_more_connected():
+    gap = sel_of({2: 0.0, 3: 0.004, 4: 0.02, 5: 0.31, 6: 0.4})  # planted types: a jump after K = 4
+    assert gap.k == 4 and gap.clear and gap.gap == pytest.approx(0.31 / 0.02)
+    assert "clear: the next split (K = 5)" in gap.verdict()
+    floor = sel_of({2: 0.0, 3: 0.0, 4: 0.15})  # a zero score counts as the floor, not as an infinite gap
+    assert floor.k == 3 and floor.gap == pytest.approx(15.0) and floor.clear
+    ramp = sel_of({2: 0.01, 3: 0.04, 4: 0.09, 5: 0.2, 6: 0.26})  # a continuum: scores creep up (Camp, seed 0)
+    assert ramp.k == 4 and ramp.gap == pytest.approx(0.2 / 0.09) and not ramp.clear
+    assert "not clear-cut" in ramp.verdict() and "--n-clusters 2:6" in ramp.verdict()
+    edge = sel_of({2: 0.0, 3: 0.03, 4: 0.03 * CLEAR_RATIO})  # exactly the ratio counts as clear
+    assert edge.k == 3 and edge.clear
+    finest = sel_of({2: 0.0, 3: 0.05})  # Leiden's own count: no finer community to compare with
+    assert finest.k == 3 and finest.gap is None and finest.clear and "finest partition" in finest.verdict()
+    none = sel_of({2: 0.3, 3: 0.5})  # nothing below the threshold
+    assert not none.clear and "no K is separated" in none.verdict()
+    uns = ramp.to_uns()
+    assert uns["clear"] is False and uns["gap"] == pytest.approx(ramp.gap) and uns["clear_ratio"] == CLEAR_RATIO
+    assert np.isnan(finest.to_uns()["gap"])
+
+
 def test_select_k_within_candidates_reaches_beyond_the_leiden_count():
     sel = select_k(blobs(3), seed=0, allowed=[6, 7])
     assert sel.k in (6, 7) and max(sel.scores) >= 7
@@ -94,6 +126,7 @@ def test_planted_k_is_found_with_the_default_config(types):
     adata = scsc.simulate(n_cells=2000, n_types=types, seed=0).to_anndata()
     r = scsc.run(adata, seed=0)
     assert r.k_estimated and r.n_clusters == types, r.k_selection
+    assert r.k_selection.clear and r.adata.uns["scsc"]["k_selection"]["clear"], r.k_selection.scores
 
 
 @pytest.mark.parametrize("types", [4, 6])
@@ -112,6 +145,17 @@ def test_planted_k_is_found_at_plate_size_with_the_default_config(n_cells):
     r = scsc.run(adata, seed=0)
     assert r.k_estimated and r.n_clusters == 5, r.k_selection.scores
     assert r.metrics["scsc"]["ari"] >= 0.95
+    assert r.k_selection.clear, r.k_selection.scores
+
+
+def test_a_real_continuum_is_reported_as_not_clear_cut(tuning_file):
+    """Camp's fetal neocortex (220 cells; progenitors to neurons along a continuum, 7 annotated groups): the
+    merge path's scores creep up, so the estimate must say that neighbouring K values are as well supported."""
+    r = scsc.run(scsc.read(tuning_file("Camp_fetal_brain_SOUP.h5")), seed=0)
+    sel = r.k_selection
+    assert r.k_estimated and not sel.clear, sel.scores
+    assert sel.gap is not None and sel.gap < CLEAR_RATIO and "not clear-cut" in sel.verdict()
+    assert not r.adata.uns["scsc"]["k_selection"]["clear"]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +202,7 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "auto"), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "(estimated)" in res.stdout and "runner-up" in res.stdout and "threshold" in res.stdout
+    assert "clear" in res.stdout  # the verdict line: clear, or not clear-cut with the K values to compare
     assert (tmp_path / "auto" / "k_selection.png").stat().st_size > 0
     res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "multi"), "--config", str(cfg),
                                   "-k", "3,5", "--json", "--no-plots"])
@@ -165,6 +210,7 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     summary = json.loads(res.stdout)
     assert summary["n_clusters"] in (3, 5) and summary["k_candidates"] == [3, 5]
     assert summary["k_selection"]["k"] == summary["n_clusters"]
+    assert isinstance(summary["k_selection"]["clear"], bool) and summary["k_selection"]["verdict"]
     import anndata as ad
 
     out = ad.read_h5ad(tmp_path / "multi" / "result.h5ad")

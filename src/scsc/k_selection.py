@@ -10,6 +10,9 @@
    merge that would go from K to K − 1 (lower: every pair of the K clusters is better separated). The chosen K
    is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
    in the graph.
+4. The estimate is *clear* when the next split (K + 1) is at least ``CLEAR_RATIO`` times more connected than
+   the weakest split kept; otherwise it is reported as not clear-cut, with the neighbouring K values to compare
+   (splits that grow gradually more connected, as along a continuum, do not single out one K).
 
 Above 2,000 cells the score is the mean over five random subsamples of 2,000 cells: on a graph of fixed degree
 a split's connectivity falls as cells are added, so without this the estimate grows with the number of cells.
@@ -35,6 +38,12 @@ from .leiden import knn_connectivities, leiden
 SAMPLE_CELLS = 2000
 #: Subsamples whose scores are averaged.
 SAMPLE_REPEATS = 5
+#: The estimate is called clear when the next split (K + 1 clusters) is at least this many times more connected
+#: than the weakest split kept (the score of K), scores below ``SCORE_FLOOR`` counting as ``SCORE_FLOOR``. On
+#: simulated types every run had a ratio of 10 or more; on the tuning collection's annotated continua and
+#: T-cell subsets at most 3.5 (docs/method.md, "Estimating K").
+CLEAR_RATIO = 5.0
+SCORE_FLOOR = 0.01
 
 
 @dataclass
@@ -58,13 +67,54 @@ class KSelection:
     resolution: float = 1.0
     reason: str = ""
 
+    @property
+    def gap(self) -> float | None:
+        """score(K + 1) / max(score(K), ``SCORE_FLOOR``): how many times more connected the next split is than
+        the weakest split kept; None when K has no score or K + 1 is not on the merge path (Leiden found no
+        finer community)."""
+        s, nxt = self.scores.get(self.k), self.scores.get(self.k + 1)
+        if s is None or nxt is None:
+            return None
+        return float(nxt / max(s, SCORE_FLOOR))
+
+    @property
+    def clear(self) -> bool:
+        """Whether the graph singles out K: every kept split is below the threshold and the next split is at
+        least ``CLEAR_RATIO`` times more connected (or there is no finer community). False where splits grow
+        gradually more connected, as along a continuum: neighbouring K values are then about as well supported."""
+        s = self.scores.get(self.k)
+        if s is None or s > self.threshold:
+            return False
+        gap = self.gap
+        return gap is None or gap >= CLEAR_RATIO
+
+    def verdict(self) -> str:
+        """One line for users: whether K is clear-cut, and what to compare when it is not."""
+        if self.clear:
+            if self.gap is None:
+                return f"clear: K = {self.k} is the finest partition Leiden found, and every split is supported"
+            return (f"clear: the next split (K = {self.k + 1}) is {self.gap:.0f}× more connected than the weakest "
+                    f"one kept")
+        low, high = max(2, self.k - 2), self.k + 2
+        if self.k not in self.scores:
+            why = f"K = {self.k} is not on the merge path"
+        elif self.scores[self.k] > self.threshold:
+            why = "no K is separated below the threshold"
+        else:
+            why = f"the next split (K = {self.k + 1}) is only {self.gap:.1f}× more connected than the weakest one kept"
+        return (f"not clear-cut: {why}, so neighbouring K values are about as well supported; compare them with "
+                f"--n-clusters {low}:{high}")
+
     def to_uns(self) -> dict[str, Any]:
         """A dict of plain values and arrays for ``uns["scsc"]["k_selection"]`` (writable to h5ad)."""
         ks = np.array(sorted(self.scores), dtype=np.int64)
+        gap = self.gap
         return {"k": int(self.k), "method": "leiden_merge", "score": "max_pair_connectivity",
                 "threshold": float(self.threshold), "resolution": float(self.resolution),
                 "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
-                "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason}
+                "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason,
+                "clear": bool(self.clear), "gap": float("nan") if gap is None else gap,
+                "clear_ratio": CLEAR_RATIO}
 
 
 def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:

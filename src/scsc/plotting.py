@@ -99,7 +99,8 @@ def loss_plot(history: pd.DataFrame, path: str | Path) -> None:
 def k_selection_plot(selection: dict, path: str | Path) -> None:
     """Score against K (``uns["scsc"]["k_selection"]``): connectivity of the most connected pair of clusters.
 
-    Lower is better separated; the dashed line is the threshold, the chosen K is marked.
+    Lower is better separated; the dashed line is the threshold, the chosen K is marked, and the title says
+    whether the estimate is clear-cut (``selection["clear"]``, absent in results of earlier versions).
     """
     ks = np.asarray(selection["k_values"])
     scores = np.asarray(selection["scores"])
@@ -112,7 +113,9 @@ def k_selection_plot(selection: dict, path: str | Path) -> None:
                 label=f"chosen K = {k}")
     ax.set_xlabel("number of clusters K")
     ax.set_ylabel("connectivity of the most\nconnected pair of clusters")
-    ax.set_title("Estimating K (lower: clusters better separated)")
+    clear = selection.get("clear")
+    verdict = "" if clear is None else (": clear" if bool(clear) else ": not clear-cut")
+    ax.set_title(f"Estimating K{verdict} (lower: clusters better separated)")
     ax.legend(fontsize=7, frameon=False)
     _save(fig, Path(path))
 

@@ -315,7 +315,8 @@ def _run_summary(result, out: Path) -> dict:
 
 def _k_summary(sel) -> dict:
     return {"k": sel.k, "runner_up": sel.runner_up, "threshold": sel.threshold,
-            "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())}, "reason": sel.reason}
+            "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())}, "reason": sel.reason,
+            "clear": sel.clear, "gap": None if sel.gap is None else round(sel.gap, 2), "verdict": sel.verdict()}
 
 
 def _print_k_selection(result) -> None:
@@ -326,6 +327,7 @@ def _print_k_selection(result) -> None:
                   + f"; estimate: K = {sel.k}, score {score} (threshold {sel.threshold:g}; lower = better "
                   f"separated); runner-up: {ups or 'none'}")
     console.print(f"  {sel.reason}; score against K in k_selection.png")
+    console.print(f"  {sel.verdict()}")
 
 
 def _print_summary(s: dict) -> None:
