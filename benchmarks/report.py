@@ -163,8 +163,9 @@ def k_section(df: pd.DataFrame) -> str:
                      f"**{m.peer_ari.mean():.3f}** / {m.peer_nmi.mean():.3f} (difference {m.ari.mean() - m.peer_ari.mean():+.3f} "
                      f"ARI); K within ±30 % of the true K (on most seeds) on {int(m.within.sum())} of {len(m)} datasets"
                      + ("." if m.clear.isna().any() else
-                        f"; clear-cut (on most seeds) on {int(m.clear.sum())} of {len(m)}, and of those within ±30 % "
-                        f"on {int((m.clear.astype(bool) & m.within).sum())}."))
+                        f"; clear-cut (on most seeds) on {int(m.clear.sum())} of {len(m)}"
+                        + (f", of which {int((m.clear.astype(bool) & m.within).sum())} within ±30 %."
+                           if m.clear.astype(bool).any() else ".")))
     return "\n".join(lines)
 
 
