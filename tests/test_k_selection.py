@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -103,12 +105,21 @@ def test_estimate_is_clear_only_where_the_next_split_is_far_more_connected():
     ramp = sel_of({2: 0.01, 3: 0.04, 4: 0.09, 5: 0.2, 6: 0.26})  # a continuum: scores creep up (Camp, seed 0)
     assert ramp.k == 4 and ramp.gap == pytest.approx(0.2 / 0.09) and not ramp.clear
     assert "not clear-cut" in ramp.verdict() and "--n-clusters 2:6" in ramp.verdict()
-    edge = sel_of({2: 0.0, 3: 0.03, 4: 0.03 * CLEAR_RATIO})  # exactly the ratio counts as clear
-    assert edge.k == 3 and edge.clear
+    edge = sel_of({2: 0.0, 3: 0.0625, 4: 0.3125})  # exactly the ratio (5, exact in binary) counts as clear
+    assert CLEAR_RATIO == 5.0 and edge.k == 3 and edge.gap == 5.0 and edge.clear
+    below = sel_of({2: 0.0, 3: 0.0625, 4: 0.3124})
+    assert below.k == 3 and not below.clear
     finest = sel_of({2: 0.0, 3: 0.05})  # Leiden's own count: no finer community to compare with
-    assert finest.k == 3 and finest.gap is None and finest.clear and "finest partition" in finest.verdict()
+    assert finest.k == 3 and finest.gap is None and finest.clear and "no finer community" in finest.verdict()
     none = sel_of({2: 0.3, 3: 0.5})  # nothing below the threshold
-    assert not none.clear and "no K is separated" in none.verdict()
+    assert not none.clear and "not separated below the threshold" in none.verdict()
+    single = KSelection(k=2, scores={}, threshold=0.125)  # Leiden found one community
+    assert not single.clear and "single community" in single.verdict()
+    beyond = KSelection(k=9, scores={2: 0.0, 3: 0.05}, threshold=0.125)  # a candidate K past the merge path
+    assert not beyond.clear and "not on the merge path" in beyond.verdict()
+    # Candidates may leave out a finer K that is better separated than the chosen one.
+    skipped = KSelection(k=3, scores={2: 0.0, 3: 0.05, 4: 0.01, 5: 0.5}, threshold=0.125)
+    assert not skipped.clear and "at least as well" in skipped.verdict()
     uns = ramp.to_uns()
     assert uns["clear"] is False and uns["gap"] == pytest.approx(ramp.gap) and uns["clear_ratio"] == CLEAR_RATIO
     assert np.isnan(finest.to_uns()["gap"])
@@ -202,8 +213,26 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "auto"), "--config", str(cfg)])
     assert res.exit_code == 0, res.output
     assert "(estimated)" in res.stdout and "runner-up" in res.stdout and "threshold" in res.stdout
-    assert "clear" in res.stdout  # the verdict line: clear, or not clear-cut with the K values to compare
+    # The verdict line: clear, or not clear-cut with the K values to compare.
+    assert re.search(r"^\s+(clear: |not clear-cut: )", res.stdout, flags=re.MULTILINE), res.stdout
     assert (tmp_path / "auto" / "k_selection.png").stat().st_size > 0
+    # The run keeps its pretraining, so other K can be clustered without pretraining again.
+    from scsc.checkpoint import load_checkpoint
+
+    record = load_checkpoint(tmp_path / "auto" / "pretrain.pt")
+    assert {"encoder", "fingerprint", "config", "history"} <= set(record)
+    assert any(row["stage"].startswith("pretrain") for row in record["history"])
+    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "again"), "--config", str(cfg),
+                                  "--pretrained", str(tmp_path / "auto" / "pretrain.pt"), "-k", "3:5", "--json",
+                                  "--no-plots"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert again["pretraining"] == str(tmp_path / "auto" / "pretrain.pt")
+    assert not (tmp_path / "again" / "pretrain.pt").exists()  # the given file is the run's pretraining
+    # The same seed continues the saved random streams: the first run's K gets the first run's labels exactly.
+    first, second = (pd.read_csv(tmp_path / d / "clusters.csv") for d in ("auto", "again"))
+    k_first = first.cluster.nunique()
+    assert 3 <= k_first <= 5 and np.array_equal(first.cluster, second[f"cluster_k{k_first}"])
     res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "multi"), "--config", str(cfg),
                                   "-k", "3,5", "--json", "--no-plots"])
     assert res.exit_code == 0, res.output
@@ -215,7 +244,11 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
 
     out = ad.read_h5ad(tmp_path / "multi" / "result.h5ad")
     assert {"scsc_cluster_k3", "scsc_cluster_k5"} <= set(out.obs)
-    assert set(out.uns["scsc"]["k_selection"]["k_values"]) >= {3, 5}
+    saved = out.uns["scsc"]["k_selection"]
+    assert set(saved["k_values"]) >= {3, 5}
+    assert bool(saved["clear"]) == summary["k_selection"]["clear"] and float(saved["clear_ratio"]) == CLEAR_RATIO
+    assert (np.isnan(saved["gap"]) if summary["k_selection"]["gap"] is None
+            else saved["gap"] == pytest.approx(summary["k_selection"]["gap"], abs=0.01))
     res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "tree"), "--config", str(cfg),
                                   "-k", "3,4", "-q"])
     assert res.exit_code == 0 and (tmp_path / "tree" / "k_tree.png").stat().st_size > 0

@@ -104,6 +104,17 @@ def test_pretrained_record_keeps_the_pretrained_weights(sim):
     assert all(saved[k].data_ptr() != live[k].data_ptr() for k in live)
 
 
+def test_clustering_from_a_saved_pretraining_repeats_the_run_with_the_same_seed(sim):
+    """The record keeps the random streams at the end of pretraining: the same seed gives the same labels and
+    embedding as the run that pretrained; another seed draws afresh (the clustering stage of another seed)."""
+    r = scsc.run(sim, n_clusters=3, config=fast_config(), seed=5)
+    assert "rng" in r.checkpoint
+    again = scsc.run(sim, n_clusters=3, config=fast_config(), seed=5, pretrained=r.checkpoint)
+    assert np.array_equal(r.labels, again.labels) and np.array_equal(r.embedding, again.embedding)
+    other = scsc.run(sim, n_clusters=3, config=fast_config(), seed=6, pretrained=r.checkpoint)
+    assert not np.array_equal(r.embedding, other.embedding)
+
+
 def test_per_cell_fusion_weights_and_published_variant(sim):
     r = scsc.run(sim, n_clusters=3, config=fast_config("model.fusion_weights=cell"))
     assert r.model.fusion.a.shape == (240, 20)
@@ -124,11 +135,14 @@ def test_cli_pretrain_then_cluster_writes_every_file(tmp_path, sim):
     res = runner.invoke(app, ["pretrain", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "pretrain.pt").exists()
+    saved_pretraining = (tmp_path / "run" / "pretrain.pt").read_bytes()
     res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg),
                               "--pretrained", str(tmp_path / "run" / "pretrain.pt"), "-k", "3", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n_clusters"] == 3 and "metrics" in summary
+    assert summary["pretraining"] == str(tmp_path / "run" / "pretrain.pt")
+    assert (tmp_path / "run" / "pretrain.pt").read_bytes() == saved_pretraining
     for f in ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "config.toml", "metrics.json",
               "umap.png", "loss.png"):
         assert (tmp_path / "run" / f).stat().st_size > 0, f
@@ -142,6 +156,14 @@ def test_cli_pretrain_then_cluster_writes_every_file(tmp_path, sim):
     # A second run into the same folder refuses to overwrite.
     res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"])
     assert res.exit_code == 2 and "--overwrite" in res.output
+    # A run that pretrains itself beside an earlier pretrain.pt keeps that file and names no pretraining.
+    (tmp_path / "next").mkdir()
+    (tmp_path / "next" / "pretrain.pt").write_bytes(saved_pretraining)
+    res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "next"), "--config", str(cfg), "-k", "3",
+                              "--json", "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert "pretraining" not in json.loads(res.stdout)
+    assert (tmp_path / "next" / "pretrain.pt").read_bytes() == saved_pretraining
 
 
 def test_pretrained_checkpoint_from_other_data_is_refused(tmp_path, sim):

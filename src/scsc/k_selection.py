@@ -41,7 +41,7 @@ SAMPLE_REPEATS = 5
 #: The estimate is called clear when the next split (K + 1 clusters) is at least this many times more connected
 #: than the weakest split kept (the score of K), scores below ``SCORE_FLOOR`` counting as ``SCORE_FLOOR``. On
 #: simulated types every run had a ratio of 10 or more; on the tuning collection's annotated continua and
-#: T-cell subsets at most 3.5 (docs/method.md, "Estimating K").
+#: T-cell subsets at most 3.4, and at most 3.9 on 120–220-cell samples of them (docs/method.md, "Estimating K").
 CLEAR_RATIO = 5.0
 SCORE_FLOOR = 0.01
 
@@ -71,7 +71,7 @@ class KSelection:
     def gap(self) -> float | None:
         """score(K + 1) / max(score(K), ``SCORE_FLOOR``): how many times more connected the next split is than
         the weakest split kept; None when K has no score or K + 1 is not on the merge path (Leiden found no
-        finer community)."""
+        finer partition; above ``SAMPLE_CELLS`` cells: not on every subsample)."""
         s, nxt = self.scores.get(self.k), self.scores.get(self.k + 1)
         if s is None or nxt is None:
             return None
@@ -92,14 +92,21 @@ class KSelection:
         """One line for users: whether K is clear-cut, and what to compare when it is not."""
         if self.clear:
             if self.gap is None:
-                return f"clear: K = {self.k} is the finest partition Leiden found, and every split is supported"
+                return (f"clear: every split up to K = {self.k} is separated, and Leiden found no finer community "
+                        f"to test")
             return (f"clear: the next split (K = {self.k + 1}) is {self.gap:.0f}× more connected than the weakest "
                     f"one kept")
         low, high = max(2, self.k - 2), self.k + 2
-        if self.k not in self.scores:
-            why = f"K = {self.k} is not on the merge path"
+        if not self.scores:
+            why = "Leiden found a single community, so no split could be tested"
+        elif self.k not in self.scores:
+            why = f"K = {self.k} is not on the merge path, so nothing was measured at it"
         elif self.scores[self.k] > self.threshold:
-            why = "no K is separated below the threshold"
+            why = (f"K = {self.k} is not separated below the threshold (connectivity {self.scores[self.k]:.3f} > "
+                   f"{self.threshold:g})")
+        elif self.gap is not None and self.gap < 1:
+            why = (f"a finer split (K = {self.k + 1}) is separated at least as well ({self.scores[self.k + 1]:.3f} "
+                   f"against {self.scores[self.k]:.3f})")
         else:
             why = f"the next split (K = {self.k + 1}) is only {self.gap:.1f}× more connected than the weakest one kept"
         return (f"not clear-cut: {why}, so neighbouring K values are about as well supported; compare them with "

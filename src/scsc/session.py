@@ -243,10 +243,16 @@ class RunSession:
                 raise InputError(f"{where}: checkpoint does not match the encoder "
                                  f"{cfg.components.encoder!r} with these model sizes") from None
             self.history += record.get("history", [])
+            # The same seed continues the random streams where the pretraining left them, so clustering from a
+            # saved pretraining gives the labels of the run that pretrained (another seed draws afresh).
+            if "rng" in record and record.get("config", {}).get("seed") == cfg.seed and not self.ctx.active:
+                restore_rng(record["rng"], self.generator)
         if self.pretrained is None or ck.past_pretraining:
             # A copy: state_dict() shares storage with the weights, which the clustering stage goes on to change.
             record.setdefault("encoder", _state_copy(model.encoder))
             record.update(config=cfg.to_dict(), fingerprint=self.fingerprint, versions=versions())
+            if not ck.past_pretraining and not self.ctx.active:
+                record["rng"] = rng_state(self.generator)
         self.record = record
         self.timings.stop("pretrain")
 

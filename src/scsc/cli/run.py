@@ -242,8 +242,9 @@ def cluster(
 
     Writes to --out: result.h5ad (obsm X_scsc, obs scsc_cluster[_k<K>], uns scsc; opens in scanpy),
     clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, k_selection.png (K estimated),
-    k_tree.png (several K), and metrics.json when the input has true labels (read only to score the
-    final result). While it trains, checkpoint.pt holds the state to continue from with --resume after an
+    k_tree.png (several K), metrics.json when the input has true labels (read only to score the
+    final result), and pretrain.pt: the pretraining, to cluster again with other K, heads or seeds via
+    --pretrained without pretraining again (not written over an earlier pretrain.pt, nor with --pretrained). While it trains, checkpoint.pt holds the state to continue from with --resume after an
     interruption; it is removed once the results are written.
     """
     from ..api import run
@@ -268,18 +269,40 @@ def cluster(
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
-    _finish(result, out, ck_path, plots, quiet, as_json)
+    _finish(result, out, ck_path, plots, quiet, as_json, _pretraining_file(out, pretrained, overwrite))
 
 
-def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool) -> None:
-    """Rank 0: write the run folder, remove the checkpoint, print K's choice and the summary."""
+def _pretraining_file(out: Path, pretrained: Path | None, overwrite: bool) -> tuple[Path | None, bool]:
+    """Where this run's pretraining can be reused from (``--pretrained``), and whether to write it there.
+
+    The file given with --pretrained, or ``out/pretrain.pt``, written unless an earlier one is there (from
+    ``scsc pretrain``, say) and --overwrite was not given: another run's pretraining is never replaced.
+    """
+    if pretrained is not None:
+        return pretrained, False
+    path = out / "pretrain.pt"
+    if path.exists() and not overwrite:
+        return None, False
+    return path, True
+
+
+def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool,
+            pretraining: tuple[Path | None, bool] = (None, False)) -> None:
+    """Rank 0: write the run folder (and its pretraining), remove the checkpoint, print K's choice and the
+    summary."""
+    from ..checkpoint import save_checkpoint
     from ..outputs import write_run
 
+    reuse, write = pretraining
     if result.k_selection is not None and not as_json and not quiet:
-        _print_k_selection(result)
+        _print_k_selection(result, reuse)
     write_run(result, out, plots=plots)
+    if write:
+        save_checkpoint(result.checkpoint, reuse)
     ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
     summary = _run_summary(result, out)
+    if reuse is not None:
+        summary["pretraining"] = str(reuse)
     if as_json:
         print_json(summary)
     elif not quiet:
@@ -319,7 +342,7 @@ def _k_summary(sel) -> dict:
             "clear": sel.clear, "gap": None if sel.gap is None else round(sel.gap, 2), "verdict": sel.verdict()}
 
 
-def _print_k_selection(result) -> None:
+def _print_k_selection(result, pretraining: Path | None = None) -> None:
     sel = result.k_selection
     ups = ", ".join(f"{k} ({sel.scores[k]:.3f})" for k in sel.runner_up if k in sel.scores)
     score = f"{sel.scores[sel.k]:.3f}" if sel.k in sel.scores else "n/a"
@@ -327,7 +350,8 @@ def _print_k_selection(result) -> None:
                   + f"; estimate: K = {sel.k}, score {score} (threshold {sel.threshold:g}; lower = better "
                   f"separated); runner-up: {ups or 'none'}")
     console.print(f"  {sel.reason}; score against K in k_selection.png")
-    console.print(f"  {sel.verdict()}")
+    console.print(f"  {sel.verdict()}" + (f" and --pretrained {pretraining} (no second pretraining)"
+                                            if pretraining is not None and not sel.clear else ""))
 
 
 def _print_summary(s: dict) -> None:
@@ -348,6 +372,8 @@ def _print_summary(s: dict) -> None:
                           f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})")
     if "peak_gpu_memory_gb" in s:
         table.add_row("GPU memory", f"{s['peak_gpu_memory_gb']:.2f} GB at most")
+    if "pretraining" in s:
+        table.add_row("pretraining", f"{s['pretraining']} (--pretrained: cluster again without pretraining)")
     for name, m in s.get("metrics", {}).items():
         table.add_row(f"vs labels: {name}", "  ".join(f"{k.upper()} {v:.3f}" for k, v in m.items()))
     console.print(table)
