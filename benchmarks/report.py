@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from scsc.k_selection import CLEAR_RATIO
+
 PEERS = ("leiden_default", "leiden_true_k", "kmeans_pca50")
 PUBLISHED = {"Grace_CITE_CBMC_counts_top2000": (0.6756, 0.6871)}
 
@@ -131,14 +133,23 @@ def stage_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _clear_summary(m: pd.DataFrame) -> str:
+    """The end of a collection's K line: on how many datasets the estimate was clear-cut (most seeds)."""
+    if m.clear.isna().any():  # results from before the verdict existed
+        return "."
+    clear = m.clear.astype(bool)
+    within = f", of which {int((clear & m.within).sum())} within ±30 %" if clear.any() else ""
+    return f"; clear-cut (on most seeds) on {int(clear.sum())} of {len(m)}{within}."
+
+
 def k_section(df: pd.DataFrame) -> str:
     """K estimated: scsc's K, ARI and NMI beside scanpy Leiden at its default resolution, per collection."""
     lines = ["## Clustering without K (`scsc cluster DATA`, K estimated)", "",
              "scsc estimates K from the pretrained embedding (scsc/k_selection.py, docs/method.md); the peer is the "
              "scanpy user's default, Leiden at resolution 1 on the standard pipeline's 15-NN graph, computed in the "
              "same run. K is listed per seed; *clear* counts the seeds whose estimate scsc calls clear-cut (the next "
-             "split is at least 5× more connected than the weakest one kept; otherwise it tells the user to compare "
-             "neighbouring K values).", "",
+             f"split is at least {CLEAR_RATIO:g}× more connected than the weakest one kept; otherwise it tells the "
+             "user to compare neighbouring K values).", "",
              "| collection | dataset | true K | scsc K | clear | scsc ARI | scsc NMI | Leiden default K | Leiden default ARI / NMI |",
              "|---|---|---|---|---|---|---|---|---|"]
     summary = []
@@ -162,10 +173,7 @@ def k_section(df: pd.DataFrame) -> str:
         lines.append(f"- {coll}: scsc mean ARI **{m.ari.mean():.3f}** / NMI {m.nmi.mean():.3f}, Leiden default "
                      f"**{m.peer_ari.mean():.3f}** / {m.peer_nmi.mean():.3f} (difference {m.ari.mean() - m.peer_ari.mean():+.3f} "
                      f"ARI); K within ±30 % of the true K (on most seeds) on {int(m.within.sum())} of {len(m)} datasets"
-                     + ("." if m.clear.isna().any() else
-                        f"; clear-cut (on most seeds) on {int(m.clear.sum())} of {len(m)}"
-                        + (f", of which {int((m.clear.astype(bool) & m.within).sum())} within ±30 %."
-                           if m.clear.astype(bool).any() else ".")))
+                     + _clear_summary(m))
     return "\n".join(lines)
 
 

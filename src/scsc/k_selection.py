@@ -90,11 +90,12 @@ class KSelection:
 
     def verdict(self) -> str:
         """One line for users: whether K is clear-cut, and what to compare when it is not."""
+        gap = self.gap
         if self.clear:
-            if self.gap is None:
+            if gap is None:
                 return (f"clear: every split up to K = {self.k} is separated, and Leiden found no finer community "
                         f"to test")
-            return (f"clear: the next split (K = {self.k + 1}) is {self.gap:.0f}× more connected than the weakest "
+            return (f"clear: the next split (K = {self.k + 1}) is {gap:.0f}× more connected than the weakest "
                     f"one kept")
         low, high = max(2, self.k - 2), self.k + 2
         if not self.scores:
@@ -104,11 +105,11 @@ class KSelection:
         elif self.scores[self.k] > self.threshold:
             why = (f"K = {self.k} is not separated below the threshold (connectivity {self.scores[self.k]:.3f} > "
                    f"{self.threshold:g})")
-        elif self.gap is not None and self.gap < 1:
+        elif gap is not None and gap < 1:
             why = (f"a finer split (K = {self.k + 1}) is separated at least as well ({self.scores[self.k + 1]:.3f} "
                    f"against {self.scores[self.k]:.3f})")
         else:
-            why = f"the next split (K = {self.k + 1}) is only {self.gap:.1f}× more connected than the weakest one kept"
+            why = f"the next split (K = {self.k + 1}) is only {gap:.1f}× more connected than the weakest one kept"
         return (f"not clear-cut: {why}, so neighbouring K values are about as well supported; compare them with "
                 f"--n-clusters {low}:{high}")
 

@@ -244,8 +244,9 @@ def cluster(
     clusters.csv, loss.csv, model.pt, config.toml, umap.png, loss.png, k_selection.png (K estimated),
     k_tree.png (several K), metrics.json when the input has true labels (read only to score the
     final result), and pretrain.pt: the pretraining, to cluster again with other K, heads or seeds via
-    --pretrained without pretraining again (not written over an earlier pretrain.pt, nor with --pretrained). While it trains, checkpoint.pt holds the state to continue from with --resume after an
-    interruption; it is removed once the results are written.
+    --pretrained without pretraining again (not written over an earlier pretrain.pt, nor with --pretrained).
+    While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption; it
+    is removed once the results are written.
     """
     from ..api import run
     from ..session import RunControl
@@ -269,35 +270,24 @@ def cluster(
     ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
-    _finish(result, out, ck_path, plots, quiet, as_json, _pretraining_file(out, pretrained, overwrite))
-
-
-def _pretraining_file(out: Path, pretrained: Path | None, overwrite: bool) -> tuple[Path | None, bool]:
-    """Where this run's pretraining can be reused from (``--pretrained``), and whether to write it there.
-
-    The file given with --pretrained, or ``out/pretrain.pt``, written unless an earlier one is there (from
-    ``scsc pretrain``, say) and --overwrite was not given: another run's pretraining is never replaced.
-    """
-    if pretrained is not None:
-        return pretrained, False
-    path = out / "pretrain.pt"
-    if path.exists() and not overwrite:
-        return None, False
-    return path, True
+    # The run's pretraining, for --pretrained: the file it started from, or out/pretrain.pt, which is written
+    # unless an earlier one is there (from scsc pretrain, say) and --overwrite was not given.
+    own = out / "pretrain.pt"
+    write = pretrained is None and (overwrite or not own.exists())
+    _finish(result, out, ck_path, plots, quiet, as_json, pretrained or (own if write else None), write)
 
 
 def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool,
-            pretraining: tuple[Path | None, bool] = (None, False)) -> None:
-    """Rank 0: write the run folder (and its pretraining), remove the checkpoint, print K's choice and the
-    summary."""
+            reuse: Path | None = None, write_pretraining: bool = False) -> None:
+    """Rank 0: write the run folder (and its pretraining to ``reuse`` when ``write_pretraining``), remove the
+    checkpoint, print K's choice and the summary; ``reuse`` is the pretraining file named to the user."""
     from ..checkpoint import save_checkpoint
     from ..outputs import write_run
 
-    reuse, write = pretraining
     if result.k_selection is not None and not as_json and not quiet:
         _print_k_selection(result, reuse)
     write_run(result, out, plots=plots)
-    if write:
+    if write_pretraining:
         save_checkpoint(result.checkpoint, reuse)
     ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
     summary = _run_summary(result, out)
