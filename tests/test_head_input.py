@@ -111,3 +111,41 @@ def test_a_run_clusters_z_beside_its_input_unless_the_weight_is_zero(weight):
     d, n_pcs = r.embedding.shape[1], r.config.preprocess.n_pcs
     assert r.model.head.centroids.shape == (3, d + n_pcs if weight else d)
     assert r.adata.obsm["X_scsc"].shape[1] == d  # the reported embedding stays Z
+
+
+def _large_and_two_small(seed: int = 0):
+    """Z (2,060 × 2): one broad type of 2,000 cells and two small types of 30 close to each other; truth."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat([0, 1, 2], [2000, 30, 30])
+    centres = np.array([[0.0, 0.0], [7.0, 0.0], [7.0, 1.5]])
+    spread = np.array([1.0, 0.2, 0.2])[truth, None]
+    z = centres[truth] + spread * rng.normal(size=(len(truth), 2))
+    return torch.from_numpy(z.astype(np.float32)), truth
+
+
+@pytest.mark.parametrize("cls", [SinkhornHead, KMeansHead])
+def test_a_partition_start_keeps_what_kmeans_splits(cls):
+    # KMeans at K = 3 halves the broad type (that lowers its inertia most) and lumps the small ones; started
+    # from a partition that separates them, the Lloyd iterations keep the three types.
+    z, truth = _large_and_two_small()
+    own, given = _head(cls), _head(cls)
+    assert adjusted_rand_score(truth, own.init(z, 3)) < 0.5
+    seen = []
+    labels = given.init_from(z, 3, lambda f: seen.append(f.shape) or truth)
+    assert seen == [(len(truth), 2)]  # the partition is found on what the head clusters
+    assert adjusted_rand_score(truth, labels) > 0.99
+    assert given.centroids.shape == (3, 2) and torch.equal(given.assignments, torch.from_numpy(labels))
+    sizes = np.bincount(labels) / len(labels)
+    assert np.allclose(given.proportions.numpy(), sizes)  # the transport target keeps the unequal sizes
+    assert given.centroids.requires_grad is (cls is SinkhornHead)  # the kmeans head keeps its centroids fixed
+
+
+def test_a_start_without_a_partition_is_kmeans():
+    z, x, _ = _blobs()
+    a, b = _head(), _head()
+    for head in (a, b):
+        head.use_input(x)
+    seen = []
+    got = a.init_from(z, 3, lambda f: seen.append(f.shape) or None)
+    assert seen == [(150, 10)]  # [Z ‖ input]
+    assert np.array_equal(got, b.init(z, 3)) and torch.equal(a.centroids, b.centroids)

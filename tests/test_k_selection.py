@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
 
 import scsc
 from scsc.config import RunConfig
@@ -21,6 +22,7 @@ from scsc.k_selection import (
     cluster_connectivity,
     merge_path,
     parse_k,
+    partition_at,
     select_k,
 )
 
@@ -90,6 +92,18 @@ def test_large_data_is_scored_on_subsamples_of_the_calibrated_size():
     assert sel.k == 4 and "subsamples of 2,000 cells" in sel.reason
     small = select_k(blobs(4, per=1500), seed=0, max_cells=10_000)
     assert small.k == 4 and "subsamples" not in small.reason
+
+
+def test_partition_at_merges_the_leiden_communities_down_to_k():
+    truth = np.repeat(np.arange(5), 80)
+    z = blobs(5)
+    assert adjusted_rand_score(truth, partition_at(z, 5)) == 1.0
+    four = partition_at(z, 4)  # one merge: two whole blobs joined, none split
+    assert len(np.unique(four)) == 4 and adjusted_rand_score(truth, four) > 0.7
+    assert np.array_equal(pd.crosstab(truth, four).gt(0).sum(axis=1).to_numpy(), np.ones(5, dtype=int))
+    fine = partition_at(z, 12)  # beyond Leiden's count: the resolution is raised
+    assert len(np.unique(fine)) == 12
+    assert partition_at(blobs(2, per=20), 41) is None  # more clusters than Leiden can find
 
 
 def sel_of(scores: dict[int, float], threshold: float = 0.125) -> KSelection:
@@ -175,26 +189,37 @@ def sim4():
 
 
 def test_candidates_equal_runs_at_each_k(sim4):
+    # The chosen K equals a run that estimates it (the head starts from the estimate's partition); every
+    # other candidate equals a run given that K (KMeans start).
     cfg = RunConfig().override(FAST)
     multi = scsc.run(sim4, n_clusters="3:5", config=cfg, seed=2)
     assert {f"scsc_cluster_k{k}" for k in (3, 4, 5)} <= set(multi.adata.obs)
     assert multi.n_clusters in (3, 4, 5) and multi.k_selection is not None
     assert sorted(multi.other_k) == sorted({3, 4, 5} - {multi.n_clusters})
+    auto = scsc.run(sim4, config=cfg, seed=2)
+    assert auto.n_clusters == multi.n_clusters
+    assert np.array_equal(multi.labels, auto.labels) and np.array_equal(multi.embedding, auto.embedding)
     for k in (3, 4, 5):
-        single = scsc.run(sim4, n_clusters=k, config=cfg, seed=2)
+        single = auto if k == multi.n_clusters else scsc.run(sim4, n_clusters=k, config=cfg, seed=2)
         got = multi.labels if k == multi.n_clusters else multi.other_k[k]
         assert np.array_equal(got, single.labels), k
         assert np.array_equal(multi.adata.obs[f"scsc_cluster_k{k}"].astype(int).to_numpy(), single.labels)
-        if k == multi.n_clusters:
-            assert np.array_equal(multi.embedding, single.embedding)
 
 
-def test_estimated_k_trains_exactly_as_the_same_k_given(sim4):
+def test_estimated_k_starts_from_its_partition(sim4):
     cfg = RunConfig().override(FAST)
     est = scsc.run(sim4, config=cfg, seed=1)
+    assert est.k_selection.head_start == "partition"
+    assert est.adata.uns["scsc"]["k_selection"]["head_start"] == "partition"
     given = scsc.run(sim4, n_clusters=est.n_clusters, config=cfg, seed=1)
-    assert np.array_equal(est.labels, given.labels) and np.array_equal(est.embedding, given.embedding)
-    assert est.k_estimated and not given.k_estimated and given.k_selection is None
+    assert not given.k_estimated and given.k_selection is None
+    # With KMeans's own starts an estimated K trains exactly as the same K given: the estimate draws nothing
+    # from the training's random streams.
+    km = scsc.run(sim4, config=cfg.override(["cluster.estimated_start=kmeans"]), seed=1)
+    assert km.n_clusters == est.n_clusters and km.adata.uns["scsc"]["k_selection"]["head_start"] == "kmeans"
+    assert np.array_equal(km.labels, given.labels) and np.array_equal(km.embedding, given.embedding)
+    with pytest.raises(ConfigError, match="estimated_start"):
+        scsc.run(sim4, config=cfg.override(["cluster.estimated_start=leiden"]))
 
 
 def test_n_clusters_outside_candidates_is_refused(sim4):
@@ -240,6 +265,7 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     assert summary["n_clusters"] in (3, 5) and summary["k_candidates"] == [3, 5]
     assert summary["k_selection"]["k"] == summary["n_clusters"]
     assert isinstance(summary["k_selection"]["clear"], bool) and summary["k_selection"]["verdict"]
+    assert summary["k_selection"]["head_start"] == "partition"
     import anndata as ad
 
     out = ad.read_h5ad(tmp_path / "multi" / "result.h5ad")

@@ -157,6 +157,11 @@ class ClusterConfig:
     #: Largest connectivity between two clusters (PAGA's measure) that still counts as separated when K is
     #: estimated; chosen on the tuning collection (docs/method.md, "Estimating K").
     k_threshold: float = 0.125
+    #: Where the head starts when K is estimated: "partition" (the estimate's merge path on the graph of what the
+    #: head clusters, at K, refined by Lloyd iterations; scsc/k_selection.py ``partition_at``) or "kmeans"
+    #: (KMeans's own starts, as for a given K). Chosen on the tuning collection (whole runs, ten seeds: mean ARI
+    #: 0.423 → 0.467; KMeans at the estimated K re-split Zheng's large sorted populations; docs/method.md).
+    estimated_start: str = "partition"
     #: Candidate K values, every one clustered from the same pretraining (obs["scsc_cluster_k<K>"]); the main
     #: result is n_clusters when it is set, else the candidate the estimate of K prefers. Empty: one K.
     k_candidates: list[int] = field(default_factory=list)

@@ -10,7 +10,10 @@
    merge that would go from K to K − 1 (lower: every pair of the K clusters is better separated). The chosen K
    is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
    in the graph.
-4. The estimate is *clear* when the next split (K + 1) is at least ``CLEAR_RATIO`` times more connected than
+4. The clustering head starts from a partition at the chosen K found the same way on what it clusters
+   ([Z ‖ input]; :func:`partition_at`): KMeans's own starts at that K may halve a large type and lump small
+   ones that the graph keeps apart.
+5. The estimate is *clear* when the next split (K + 1) is at least ``CLEAR_RATIO`` times more connected than
    the weakest split kept; otherwise it is reported as not clear-cut, with the neighbouring K values to compare
    (splits that grow gradually more connected, as along a continuum, do not single out one K).
 
@@ -66,6 +69,8 @@ class KSelection:
     runner_up: list[int] = field(default_factory=list)
     resolution: float = 1.0
     reason: str = ""
+    #: Where the clustering head started at K: "partition" (:func:`partition_at`), "kmeans", or "" (not yet).
+    head_start: str = ""
 
     @property
     def gap(self) -> float | None:
@@ -122,7 +127,7 @@ class KSelection:
                 "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
                 "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason,
                 "clear": bool(self.clear), "gap": float("nan") if gap is None else gap,
-                "clear_ratio": CLEAR_RATIO}
+                "clear_ratio": CLEAR_RATIO, "head_start": self.head_start}
 
 
 def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
@@ -190,11 +195,10 @@ def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] 
     return int(k), runner_up, reason
 
 
-def _merge_scores(z: np.ndarray, resolution: float, seed: int, target: int) -> tuple[dict[int, float], float]:
-    """K → score on the merge path of the cells ``z`` (n × d), and the Leiden resolution it started from.
-
-    The resolution is doubled (up to 4 times) until Leiden finds at least ``target`` communities.
-    """
+def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int
+                   ) -> tuple[dict[int, float], dict[int, np.ndarray], float]:
+    """The merge path of the cells ``z`` (n × d): K → score, K → labels (n,), and the Leiden resolution it
+    started from. The resolution is doubled (up to 4 times) until Leiden finds at least ``target`` communities."""
     graph = knn_connectivities(z, seed=seed)
     res = resolution
     labels = leiden(graph, res, seed)
@@ -203,7 +207,17 @@ def _merge_scores(z: np.ndarray, resolution: float, seed: int, target: int) -> t
             break
         res *= 2
         labels = leiden(graph, res, seed)
-    return merge_path(graph, labels)[0], res
+    scores, partitions = merge_path(graph, labels)
+    return scores, partitions, res
+
+
+def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0) -> np.ndarray | None:
+    """Labels (N,) in 0 … k − 1 of the rows of ``x`` (N × D): Leiden on their 15-NN graph (the resolution doubled
+    up to 4 times until it finds at least ``k`` communities), merged down to ``k`` along the merge path; None
+    when Leiden never finds ``k``. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
+    matrix per merge). On the tuning collection, centroids of a 1,000-cell subsample's partition lost what the
+    partition gains over KMeans (docs/method.md, "The head starts from the estimate's partition")."""
+    return _merge_path_of(x, resolution, seed, k)[1].get(k)
 
 
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
@@ -220,14 +234,14 @@ def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, s
     n = z.shape[0]
     target = max(allowed) if allowed else 0
     if n <= max_cells:
-        runs = [_merge_scores(z, resolution, seed, target)]
+        runs = [_merge_path_of(z, resolution, seed, target)]
     else:
         rng = np.random.default_rng(seed)
-        runs = [_merge_scores(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target)
+        runs = [_merge_path_of(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target)
                 for _ in range(repeats)]
-    common = set.intersection(*(set(sc) for sc, _ in runs))
-    scores = {k: float(np.mean([sc[k] for sc, _ in runs])) for k in sorted(common)}
-    res = max(r for _, r in runs)
+    common = set.intersection(*(set(sc) for sc, _, _ in runs))
+    scores = {k: float(np.mean([sc[k] for sc, _, _ in runs])) for k in sorted(common)}
+    res = max(r for _, _, r in runs)
     if not scores:  # Leiden found a single community: nothing supports a split
         k = 2 if not allowed else min(allowed)
         return KSelection(k=k, scores={}, threshold=threshold, resolution=res,

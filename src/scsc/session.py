@@ -38,13 +38,17 @@ from .data.shards import hold_cells
 from .distributed import Context
 from .errors import ConfigError, InputError
 from .evaluate import score
-from .k_selection import KSelection, select_k
+from .k_selection import KSelection, partition_at, select_k
 from .memory import release_free_memory
 from .model import ScSiameseClu
 from .plugins import Registry
 from .train import CLUSTER, WARMUP, Reporter, TrainState, embed_cells, pretrained_embedding, seed_everything
 from .train import pretrain as pretrain_stages
 from .train import train_clustering
+
+
+#: Values of ``cluster.estimated_start``: where the head starts when K is estimated.
+ESTIMATED_STARTS = ("partition", "kmeans")
 
 
 @dataclass
@@ -150,6 +154,9 @@ class RunSession:
         if c.input_weight < 0 or c.kmeans_restarts < 1:
             raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
                               f"{c.input_weight:g} and {c.kmeans_restarts})")
+        if c.estimated_start not in ESTIMATED_STARTS:
+            raise ConfigError(f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
+                              f"{c.estimated_start!r})")
         if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
             raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
                               f"{list(c.k_candidates)}")
@@ -293,6 +300,25 @@ class RunSession:
         mine = select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed) if self.ctx.is_main else None
         return self.ctx.broadcast(mine)
 
+    def _start_partition(self) -> Callable[[np.ndarray], np.ndarray | None] | None:
+        """For an estimated K (``cluster.estimated_start = "partition"``): what finds the head's start on the
+        features it clusters, the estimate's merge path on their graph (:func:`~scsc.k_selection.partition_at`),
+        and records in the selection which start was used. None: KMeans's own starts (K given, or a head
+        without ``init_from``)."""
+        c, sel = self.cfg.cluster, self.selection
+        if sel is None:
+            return None
+        sel.head_start = "kmeans"
+        if c.n_clusters is not None or c.estimated_start != "partition" or not hasattr(self.model.head, "init_from"):
+            return None
+
+        def find(features: np.ndarray) -> np.ndarray | None:
+            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed)
+            sel.head_start = "kmeans" if labels is None else "partition"
+            return labels
+
+        return find
+
     def train(self) -> None:
         """Initialise the head at K (KMeans), run the clustering stage, predict the final labels."""
         ck = self.checkpointer
@@ -300,7 +326,7 @@ class RunSession:
             self.init_labels = ck.init_labels
             ck.restore()
         else:
-            self.init_labels = self._init_head(self.k, self.z_start)
+            self.init_labels = self._init_head(self.k, self.z_start, self._start_partition())
             ck.init_labels = self.init_labels
         self.timings.stop("init")
         self.timings.start("cluster")
@@ -353,16 +379,22 @@ class RunSession:
         if note is not None:
             note(message)
 
-    def _init_head(self, k: int, z: torch.Tensor | None = None) -> np.ndarray:
-        """``head.init(Z, k)`` (KMeans on Z, N × d; the current embedding unless given) → initial labels (N,);
-        under several ranks on rank 0, broadcast."""
+    def _init_head(self, k: int, z: torch.Tensor | None = None,
+                   start: Callable[[np.ndarray], np.ndarray | None] | None = None) -> np.ndarray:
+        """``head.init(Z, k)`` (KMeans on Z, N × d; the current embedding unless given), or
+        ``head.init_from(Z, k, start)`` from the partition ``start`` finds → initial labels (N,); under several
+        ranks on rank 0, broadcast."""
         from .checkpoint import head_state, restore_head
 
         head, ctx = self.model.head, self.ctx
         z = embed_cells(self.model, self.data, self.batches, self.ctx) if z is None else z
+
+        def init() -> np.ndarray:
+            return head.init(z, k) if start is None else head.init_from(z, k, start)
+
         if not ctx.active:
-            return head.init(z, k)
-        labels = head.init(z, k) if ctx.is_main else None
+            return init()
+        labels = init() if ctx.is_main else None
         labels, state = ctx.broadcast((labels, head_state(head) if ctx.is_main else None))
         if not ctx.is_main:
             restore_head(head, state, z.device)

@@ -329,7 +329,8 @@ def _run_summary(result, out: Path) -> dict:
 def _k_summary(sel) -> dict:
     return {"k": sel.k, "runner_up": sel.runner_up, "threshold": sel.threshold,
             "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())}, "reason": sel.reason,
-            "clear": sel.clear, "gap": None if sel.gap is None else round(sel.gap, 2), "verdict": sel.verdict()}
+            "clear": sel.clear, "gap": None if sel.gap is None else round(sel.gap, 2), "verdict": sel.verdict(),
+            "head_start": sel.head_start}
 
 
 def _print_k_selection(result, pretraining: Path | None = None) -> None:

@@ -18,6 +18,7 @@ its input"). ``input_weight = 0`` clusters Z alone, as published.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -137,6 +138,32 @@ class StudentTHead(nn.Module):
                                  self.cfg.kmeans_restarts)
         return self._start(z, labels, centers)
 
+    def init_from(self, z: Tensor, n_clusters: int,
+                  partition: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
+        """Start from ``partition(features)`` instead of KMeans's own starts: it is given what the head clusters
+        (:meth:`features` of ``z``, N × D) and returns labels (N,) in 0 … K − 1; their centroids are refined by
+        Lloyd iterations (KMeans from them, one start). Returns the labels; when ``partition`` returns None, the
+        head starts as :meth:`init` does.
+
+        The run passes the estimate of K's own partition for an estimated K (scsc/k_selection.py): KMeans at
+        that K may halve a large type and lump small ones that the cell graph keeps apart (docs/method.md, "The
+        head starts from the estimate's partition").
+        """
+        from sklearn.cluster import KMeans
+
+        self._rows = None
+        self._fix_input_scale(z)
+        f = self.features(z.detach()).cpu().numpy().astype(np.float64)
+        labels = partition(f)
+        if labels is None:
+            return self.init(z, n_clusters)
+        k = int(labels.max()) + 1
+        sums = np.zeros((k, f.shape[1]))
+        np.add.at(sums, labels, f)
+        centers = sums / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
+        km = KMeans(n_clusters=k, init=centers, n_init=1, random_state=self.seed).fit(f)
+        return self._start(z, km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32))
+
     def start_from(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
         """Start from a partition: ``labels`` (N,) in 0 … K − 1 and their ``centers`` (K × d, float32) become
         the centroids, the transport proportions (cluster sizes) and the batch marginals; returns ``labels``.
@@ -250,8 +277,8 @@ class DECHead(StudentTHead):
 class KMeansHead(StudentTHead):
     """No clustering loss; KMeans on the final embedding. Centroids stay fixed (used for readouts only)."""
 
-    def init(self, z: Tensor, n_clusters: int) -> np.ndarray:
-        labels = super().init(z, n_clusters)
+    def _start(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+        labels = super()._start(z, labels, centers)
         self.centroids.requires_grad_(False)
         return labels
 
