@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -158,9 +159,9 @@ class StudentTHead(nn.Module):
         if labels is None:
             return self.init(z, n_clusters)
         k = int(labels.max()) + 1
-        sums = np.zeros((k, f.shape[1]))
-        np.add.at(sums, labels, f)
-        centers = sums / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
+        # Cluster means as one sparse (K × N) product, the one-hot form of scsc.k_selection.
+        members = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+        centers = (members @ f) / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
         km = KMeans(n_clusters=k, init=centers, n_init=1, random_state=self.seed).fit(f)
         return self._start(z, km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32))
 
