@@ -8,6 +8,7 @@ as for the peers, or estimated by scsc with ``--k estimated``). Each run happens
     python -m benchmarks.quality --collection tuning --seeds 0 1 2 3 4 --out benchmarks/results/quality_tuning.csv
     python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --out benchmarks/results/quality.csv
     python -m benchmarks.quality --k estimated ...    # scsc estimates K (peers: Leiden at its default)
+    python -m benchmarks.quality --collection tuning --labels coarse ...   # lineage-level annotation, its K
 
 Choose defaults on ``--collection tuning`` only; ``scoring`` (../shared/datasets) reports the adopted choice.
 
@@ -41,13 +42,27 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def _baselines(path: str) -> list[dict]:
-    from sklearn.cluster import KMeans
+def _read(path: str, labels: str = "own"):
+    """The dataset with its own annotation, or (``labels="coarse"``, tuning collection only) its lineage-level
+    one (benchmarks/coarse_labels.py): labels only score the results and give the true K."""
+    import pandas as pd
 
     from scsc.data.io import read
-    from scsc.evaluate import score
 
     a = read(path)
+    if labels == "coarse":
+        from benchmarks.coarse_labels import coarse_labels
+
+        a.obs["label"] = pd.Categorical(coarse_labels(Path(path).stem, a.obs["label"].to_numpy()))
+    return a
+
+
+def _baselines(path: str, labels: str = "own") -> list[dict]:
+    from sklearn.cluster import KMeans
+
+    from scsc.evaluate import score
+
+    a = _read(path, labels)
     y = a.obs["label"].to_numpy()
     k = len(np.unique(y))
     t0 = time.perf_counter()
@@ -69,7 +84,8 @@ def _baselines(path: str) -> list[dict]:
     return [{**r, "true_k": k} for r in rows]
 
 
-def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: str = "true") -> list[dict]:
+def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: str = "true",
+          labels: str = "own") -> list[dict]:
     """scsc with the true K (``k_mode="true"``) or K estimated without labels (``"estimated"``)."""
     import torch
 
@@ -77,7 +93,7 @@ def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: 
     from scsc.config import RunConfig
 
     torch.set_num_threads(threads)
-    a = scsc.read(path)
+    a = _read(path, labels)
     true_k = a.obs["label"].nunique()
     cfg = RunConfig().override(list(overrides))
     t0 = time.perf_counter()
@@ -124,6 +140,9 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
     ap.add_argument("--k", dest="k_mode", choices=("true", "estimated"), default="true",
                     help="give scsc the true number of types, or let it estimate K without labels")
+    ap.add_argument("--labels", choices=("own", "coarse"), default="own",
+                    help="score against each dataset's own annotation, or (tuning only) its lineage-level one "
+                         "(benchmarks/coarse_labels.py; the true K is then the number of lineages)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each scsc run")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes run at once")
@@ -133,6 +152,8 @@ def main() -> None:
     # --threads (results depend on the thread count of the linear algebra, not only on the seed).
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
+    if args.labels == "coarse" and args.collection != "tuning":
+        raise SystemExit("--labels coarse exists for the tuning collection only")
     files = sorted(COLLECTIONS[args.collection].glob("*.h5"))
     if args.datasets:
         files = [f for f in files if f.stem in args.datasets]
@@ -141,11 +162,12 @@ def main() -> None:
     tasks = []
     for f in files:
         if not args.no_baselines:
-            tasks.append((f.stem, _baselines, (str(f),)))
-        tasks += [(f.stem, _scsc, (str(f), seed, args.sets, args.threads, args.k_mode)) for seed in args.seeds]
+            tasks.append((f.stem, _baselines, (str(f), args.labels)))
+        tasks += [(f.stem, _scsc, (str(f), seed, args.sets, args.threads, args.k_mode, args.labels))
+                  for seed in args.seeds]
     rows = []
     for ds, result in run_tasks(tasks, args.jobs):
-        rows += [{"dataset": ds, "collection": args.collection, **r} for r in result]
+        rows += [{"dataset": ds, "collection": args.collection, "labels": args.labels, **r} for r in result]
         df = pd.DataFrame(rows)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
