@@ -28,6 +28,8 @@ def _ms(x: pd.Series) -> str:
 COLLECTION_TEXT = {
     "tuning": ("Tuning collection (`../shared/tuning`, where every default was chosen)",
                "the three tuning datasets"),
+    "tuning lineages": (("Tuning collection at the lineage level (`--labels coarse`, benchmarks/coarse_labels.py; "
+                         "defaults are chosen on both levels)"), "the three tuning datasets' lineages"),
     "scoring": ("Scoring set (`../shared/datasets`, reported once per adopted default, never chosen on)",
                 "the eight scoring datasets"),
 }
@@ -420,9 +422,11 @@ def main() -> None:
         return head + earlier_note + "\n" + rest
     parts = ["# Benchmarks", "",
              "Produced by `python -m benchmarks.quality --collection tuning|scoring --seeds 0 1 2 3 4 --jobs 2 "
-             "--threads 1` (and the same with `--k estimated`), `bash benchmarks/timing.sh`, "
+             "--threads 1` (and the same with `--k estimated`, and for the tuning collection with `--labels coarse`, "
+             "its lineage-level annotation), `bash benchmarks/timing.sh`, "
              "`python -m benchmarks.under_load` and `python -m benchmarks.scaling` (each alone on the machine), then "
-             "`python -m benchmarks.report benchmarks/results/quality_tuning.csv benchmarks/results/quality.csv "
+             "`python -m benchmarks.report benchmarks/results/quality_tuning.csv "
+             "benchmarks/results/quality_tuning_lineages.csv benchmarks/results/quality.csv "
              "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
              "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv --minibatch "
              "benchmarks/results/quality_minibatch*.csv` "
@@ -432,7 +436,9 @@ def main() -> None:
     quality = pd.concat([pd.read_csv(q).assign(**({} if "collection" in pd.read_csv(q, nrows=1) else
                                                    {"collection": "scoring"})) for q in args.quality],
                         ignore_index=True)
-    order = [c for c in ("tuning", "scoring") if c in set(quality.collection)]
+    if "labels" in quality:  # the tuning collection scored against its lineage-level annotation
+        quality.loc[quality["labels"] == "coarse", "collection"] = "tuning lineages"
+    order = [c for c in ("tuning", "tuning lineages", "scoring") if c in set(quality.collection)]
     for coll in order + sorted(set(quality.collection) - set(order)):
         parts += [quality_section(quality[quality.collection == coll], coll), ""]
     parts.append(stage_section(quality))

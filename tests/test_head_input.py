@@ -40,7 +40,8 @@ def test_features_are_z_beside_the_scaled_input():
     def rms(a):
         return float(a.pow(2).sum(1).mean().sqrt())
 
-    assert rms(f[:, 4:]) == pytest.approx(rms(z), rel=1e-5)  # weight 1: the input gets Z's size
+    # The input part gets Z's size times the weight.
+    assert rms(f[:, 4:]) == pytest.approx(head.cfg.input_weight * rms(z), rel=1e-5)
     assert f[:, 4:].mean(0).abs().max() < 1e-4  # centred
     zz = z.clone().requires_grad_(True)
     head.features(zz).sum().backward()
@@ -60,7 +61,8 @@ def test_the_input_decides_what_z_cannot():
 
 
 def test_weight_scales_the_input_part():
-    (half, z, _), (one, _, _) = _started(SinkhornHead, "cluster.input_weight=0.5"), _started()
+    (half, z, _), (one, _, _) = _started(SinkhornHead, "cluster.input_weight=0.5"), \
+        _started(SinkhornHead, "cluster.input_weight=1")
     assert torch.allclose(half.features(z)[:, 4:] * 2, one.features(z)[:, 4:], atol=1e-5)
 
 
@@ -149,3 +151,16 @@ def test_a_start_without_a_partition_is_kmeans():
     got = a.init_from(z, 3, lambda f: seen.append(f.shape) or None)
     assert seen == [(150, 10)]  # [Z ‖ input]
     assert np.array_equal(got, b.init(z, 3)) and torch.equal(a.centroids, b.centroids)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_camps_three_lineages_are_found_whatever_the_seed(tuning_file, seed):
+    # Camp's 220 fetal-brain cells (tuning collection) in their three lineages: apical progenitors, basal
+    # progenitors, neurons. Z alone loses them on most seeds (lineage ARI 0.2–0.4 at the previous weight 1 on
+    # seeds 0–2); the input beside it at the default weight keeps them (0.82–0.84 on seeds 0–4).
+    import scsc
+
+    adata = scsc.read(tuning_file("Camp_fetal_brain_SOUP.h5"))
+    lineage = np.array([str(v).rstrip("0123456789") for v in adata.obs["label"]])
+    r = scsc.run(adata, n_clusters=3, seed=seed)
+    assert adjusted_rand_score(lineage, r.labels) > 0.7

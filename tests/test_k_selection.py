@@ -222,6 +222,27 @@ def test_estimated_k_starts_from_its_partition(sim4):
         scsc.run(sim4, config=cfg.override(["cluster.estimated_start=leiden"]))
 
 
+@pytest.mark.parametrize("weight", [3.0, 0.5])
+def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, weight):
+    # The head clusters [Z ‖ w·s·input]; the partition start is found on the graph of the same columns with
+    # the input part at weight min(w, 1) (scsc.session.START_GRAPH_INPUT_WEIGHT).
+    from scsc import session
+
+    seen = []
+
+    def spy(x, k, resolution=1.0, seed=0):
+        seen.append(x)
+        return partition_at(x, k, resolution, seed)
+
+    monkeypatch.setattr(session, "partition_at", spy)
+    r = scsc.run(sim4, config=RunConfig().override([*FAST, f"cluster.input_weight={weight}"]), seed=1)
+    d = r.embedding.shape[1]
+    (x,) = seen
+    rms_z, rms_input = (float(np.sqrt((part**2).sum(1).mean())) for part in (x[:, :d], x[:, d:]))
+    assert rms_input == pytest.approx(min(weight, 1.0) * rms_z, rel=1e-3)
+    assert r.k_selection.head_start == "partition"
+
+
 def test_n_clusters_outside_candidates_is_refused(sim4):
     with pytest.raises(ConfigError, match="k_candidates"):
         scsc.run(sim4, config=RunConfig().override(FAST + ["cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"]))
