@@ -225,7 +225,7 @@ def test_estimated_k_starts_from_its_partition(sim4):
 @pytest.mark.parametrize("weight", [3.0, 0.5])
 def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, weight):
     # The head clusters [Z ‖ w·s·input]; the partition start is found on the graph of the same columns with
-    # the input part at weight min(w, 1) (scsc.session.START_GRAPH_INPUT_WEIGHT).
+    # the input part at weight min(w, 1) (scsc.components.cluster.START_GRAPH_INPUT_WEIGHT).
     from scsc import session
 
     seen = []

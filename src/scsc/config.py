@@ -139,8 +139,8 @@ class ClusterConfig:
     #: Weight of the model input beside Z in what the head clusters, [Z ‖ w·s·(x − x̄)] with s giving the input
     #: Z's RMS norm; 0 clusters Z alone (published). Chosen on the tuning collection scored at two annotation
     #: levels (5 seeds, whole runs): 3 (was 1) keeps the own-annotation mean (0.482 → 0.479) and lifts the
-    #: lineage-level one from 0.534 to 0.646, where Z alone loses Camp's three lineages on most seeds (seed
-    #: spread 0.27 → 0.008; docs/method.md, "How much of the input").
+    #: lineage-level one from 0.534 to 0.646, where weight 1 lost Camp's three lineages on three seeds of five
+    #: (Camp's seed spread 0.27 → 0.008; docs/method.md, "How much of the input").
     input_weight: float = 3.0
     #: k-means++ starts of the head's KMeans (the lowest inertia is kept); 50 (was 10): beside the input, 10
     #: starts left Zheng's seed spread at 0.040, 50 bring it to 0.008.

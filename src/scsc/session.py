@@ -49,11 +49,6 @@ from .train import train_clustering
 
 #: Values of ``cluster.estimated_start``: where the head starts when K is estimated.
 ESTIMATED_STARTS = ("partition", "kmeans")
-#: The graph the estimated K's partition start is found on holds the model input at most at Z's own size
-#: (``cluster.input_weight`` 1), whatever the head's weight: with the input at 3 × Z's size the graph splits
-#: Zheng's sorted PBMC as the input does (start ARI 0.712 → 0.581 on the tuning collection, ten seeds), at
-#: weight 1 it keeps the estimate's gain (0.715; docs/method.md, "How much of the input").
-START_GRAPH_INPUT_WEIGHT = 1.0
 
 
 @dataclass
@@ -307,10 +302,9 @@ class RunSession:
 
     def _start_partition(self) -> Callable[[np.ndarray], np.ndarray | None] | None:
         """For an estimated K (``cluster.estimated_start = "partition"``): what finds the head's start on the
-        features it clusters, the estimate's merge path on their graph (:func:`~scsc.k_selection.partition_at`;
-        the input part at most at weight ``START_GRAPH_INPUT_WEIGHT``), and records in the selection which start
-        was used. None: KMeans's own starts (K given, or a head
-        without ``init_from``)."""
+        features the head gives it, the estimate's merge path on their graph
+        (:func:`~scsc.k_selection.partition_at`), and records in the selection which start was used. None:
+        KMeans's own starts (K given, or a head without ``init_from``)."""
         c, sel = self.cfg.cluster, self.selection
         if sel is None:
             return None
@@ -318,11 +312,7 @@ class RunSession:
         if c.n_clusters is not None or c.estimated_start != "partition" or not hasattr(self.model.head, "init_from"):
             return None
 
-        d, weight = self.z_start.shape[1], c.input_weight
-
         def find(features: np.ndarray) -> np.ndarray | None:
-            if weight > START_GRAPH_INPUT_WEIGHT:  # features are [Z ‖ input part]: the input back to weight 1
-                features = np.hstack([features[:, :d], features[:, d:] * (START_GRAPH_INPUT_WEIGHT / weight)])
             labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed)
             sel.head_start = "kmeans" if labels is None else "partition"
             return labels
