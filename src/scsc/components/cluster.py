@@ -29,7 +29,6 @@ from ..config import RunConfig
 from ..losses import kl_target, soft_readout
 from ..plugins.hookspecs import hookimpl
 
-
 #: The graph an estimated K's partition start is found on (:meth:`StudentTHead.init_from`) holds the model input
 #: at most at Z's own size (weight 1), whatever ``cluster.input_weight``: with the input at 3 × Z's size that
 #: graph splits Zheng's sorted PBMC as the input does (start ARI 0.712 → 0.581 on the tuning collection, ten
