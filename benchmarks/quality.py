@@ -45,8 +45,6 @@ def _peak_gb() -> float:
 def _read(path: str, labels: str = "own"):
     """The dataset with its own annotation, or (``labels="coarse"``, tuning collection only) its lineage-level
     one (benchmarks/coarse_labels.py): labels only score the results and give the true K."""
-    import pandas as pd
-
     from scsc.data.io import read
 
     a = read(path)

@@ -11,8 +11,8 @@
    is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
    in the graph.
 4. The clustering head starts from a partition at the chosen K found the same way on what it clusters
-   ([Z ‖ input] as the head gives it, the input at most at Z's size; :func:`partition_at`): KMeans's own starts at that K may halve
-   a large type and lump small ones that the graph keeps apart.
+   ([Z ‖ input] as the head gives it, the input at most at Z's size; :func:`partition_at`): KMeans's own
+   starts at that K may halve a large type and lump small ones that the graph keeps apart.
 5. The estimate is *clear* when the next split (K + 1) is at least ``CLEAR_RATIO`` times more connected than
    the weakest split kept; otherwise it is reported as not clear-cut, with the neighbouring K values to compare
    (splits that grow gradually more connected, as along a continuum, do not single out one K).
