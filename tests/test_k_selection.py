@@ -17,6 +17,7 @@ from scsc.data.io import write_h5_counts
 from scsc.errors import ConfigError
 from scsc.k_selection import (
     CLEAR_RATIO,
+    MIN_FRACTION,
     KSelection,
     choose_k,
     cluster_connectivity,
@@ -68,6 +69,27 @@ def test_merge_path_ends_at_two_even_without_shared_edges():
     scores, parts = merge_path(a, np.repeat(np.arange(4), 3))
     assert sorted(scores) == [2, 3, 4] and all(v == 0 for v in scores.values())
     assert all(len(np.unique(parts[k])) == k for k in scores)
+
+
+def test_merge_path_folds_clusters_below_the_minimum_size_into_their_most_connected_neighbour():
+    # Two triangles and a pair; the pair shares two edges with the first triangle and none with the second.
+    a = sp.block_diag([np.ones((3, 3)) - np.eye(3)] * 2 + [np.ones((2, 2)) - np.eye(2)], format="lil")
+    a[6, 0] = a[0, 6] = a[7, 1] = a[1, 7] = 1.0
+    a[2, 3] = a[3, 2] = 0.1
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    scores, parts = merge_path(sp.csr_matrix(a), labels)
+    assert sorted(scores) == [2, 3]
+    scores, parts = merge_path(sp.csr_matrix(a), labels, min_size=3)
+    assert sorted(scores) == [2]  # K = 3 holds a two-cell cluster: it is not scored
+    assert np.array_equal(parts[2], np.array([0, 0, 0, 1, 1, 1, 0, 0]))
+
+
+def test_select_k_does_not_count_a_satellite_below_the_minimum_size():
+    rng = np.random.default_rng(1)
+    z = np.vstack([blobs(4, per=200), blobs(1, per=6, seed=7) + rng.normal(scale=30.0, size=10)]).astype(np.float32)
+    assert select_k(z, seed=0, min_fraction=0).k == 5  # the six far cells form a community of their own
+    assert select_k(z, seed=0).k == 4  # 6 < 1 % of 806 cells: folded into a blob (the default)
+    assert RunConfig().cluster.k_min_size == MIN_FRACTION
 
 
 def test_choose_k_takes_the_largest_separated_k_and_reports_runners_up():
@@ -134,6 +156,10 @@ def test_estimate_is_clear_only_where_the_next_split_is_far_more_connected():
     # Candidates may leave out a finer K that is better separated than the chosen one.
     skipped = KSelection(k=3, scores={2: 0.0, 3: 0.05, 4: 0.01, 5: 0.5}, threshold=0.125)
     assert not skipped.clear and "at least as well" in skipped.verdict()
+    # With candidates, every candidate is clustered already: the verdict points to them, not to a new range.
+    listed = KSelection(k=4, scores=ramp.scores, threshold=0.125, candidates=(3, 4, 6))
+    assert "scsc_cluster_k<K>'] for K = 3, 6" in listed.verdict() and "--n-clusters" not in listed.verdict()
+    assert list(listed.to_uns()["candidates"]) == [3, 4, 6]
     uns = ramp.to_uns()
     assert uns["clear"] is False and uns["gap"] == pytest.approx(ramp.gap) and uns["clear_ratio"] == CLEAR_RATIO
     assert np.isnan(finest.to_uns()["gap"])
@@ -230,9 +256,9 @@ def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, w
 
     seen = []
 
-    def spy(x, k, resolution=1.0, seed=0):
+    def spy(x, k, resolution=1.0, seed=0, min_fraction=MIN_FRACTION):
         seen.append(x)
-        return partition_at(x, k, resolution, seed)
+        return partition_at(x, k, resolution, seed, min_fraction)
 
     monkeypatch.setattr(session, "partition_at", spy)
     r = scsc.run(sim4, config=RunConfig().override([*FAST, f"cluster.input_weight={weight}"]), seed=1)

@@ -6,6 +6,8 @@
    clusters is the PAGA measure (Wolf et al., Genome Biology 2019): the weight of the graph edges between them
    over the weight expected if edges were placed at random given the clusters' sizes and degrees. Two halves
    of one type share many edges (about 0.3–0.5); two distinct types share almost none.
+   A cluster of fewer than ``cluster.k_min_size`` (1 %) of the cells is merged first, into the cluster it is
+   most connected to: a satellite of a few cells does not count as a cluster of its own.
 3. Score of K: the connectivity of the most connected pair of clusters when there are K of them, i.e. of the
    merge that would go from K to K − 1 (lower: every pair of the K clusters is better separated). The chosen K
    is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
@@ -41,6 +43,9 @@ from .leiden import knn_connectivities, leiden
 SAMPLE_CELLS = 2000
 #: Subsamples whose scores are averaged.
 SAMPLE_REPEATS = 5
+#: A community of fewer than this fraction of the (subsampled) cells is not a cluster of its own: it is merged
+#: into its most connected neighbour first (``cluster.k_min_size``; docs/method.md, "Satellites do not count").
+MIN_FRACTION = 0.01
 #: The estimate is called clear when the next split (K + 1 clusters) is at least this many times more connected
 #: than the weakest split kept (the score of K), scores below ``SCORE_FLOOR`` counting as ``SCORE_FLOOR``. On
 #: simulated types every run had a ratio of 10 or more; on the tuning collection's annotated continua and
@@ -71,6 +76,9 @@ class KSelection:
     reason: str = ""
     #: Where the clustering head started at K: "partition" (:func:`partition_at`), "kmeans", or "" (not yet).
     head_start: str = ""
+    #: The candidate K values the choice was restricted to (``--n-clusters 6,8,10``); empty: any K. A tuple,
+    #: so that a selection saved in a checkpoint before this field existed reads back with it empty.
+    candidates: tuple[int, ...] = ()
 
     @property
     def gap(self) -> float | None:
@@ -102,7 +110,13 @@ class KSelection:
                         f"to test")
             return (f"clear: the next split (K = {self.k + 1}) is {gap:.0f}× more connected than the weakest "
                     f"one kept")
-        low, high = max(2, self.k - 2), self.k + 2
+        if self.candidates:  # every candidate was clustered already: compare those rather than run again
+            others = [k for k in self.candidates if k != self.k]
+            compare = (f"compare obs['scsc_cluster_k<K>'] for K = {', '.join(map(str, others))}" if others
+                       else "compare it with other values of --n-clusters")
+        else:
+            low, high = max(2, self.k - 2), self.k + 2
+            compare = f"compare them with --n-clusters {low}:{high}"
         if not self.scores:
             why = "Leiden found a single community, so no split could be tested"
         elif self.k not in self.scores:
@@ -115,8 +129,7 @@ class KSelection:
                    f"against {self.scores[self.k]:.3f})")
         else:
             why = f"the next split (K = {self.k + 1}) is only {gap:.1f}× more connected than the weakest one kept"
-        return (f"not clear-cut: {why}, so neighbouring K values are about as well supported; compare them with "
-                f"--n-clusters {low}:{high}")
+        return f"not clear-cut: {why}, so neighbouring K values are about as well supported; {compare}"
 
     def to_uns(self) -> dict[str, Any]:
         """A dict of plain values and arrays for ``uns["scsc"]["k_selection"]`` (writable to h5ad)."""
@@ -127,7 +140,8 @@ class KSelection:
                 "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
                 "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason,
                 "clear": bool(self.clear), "gap": float("nan") if gap is None else gap,
-                "clear_ratio": CLEAR_RATIO, "head_start": self.head_start}
+                "clear_ratio": CLEAR_RATIO, "head_start": self.head_start,
+                "candidates": np.array(self.candidates, dtype=np.int64)}
 
 
 def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
@@ -148,8 +162,13 @@ def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray
     return c
 
 
-def merge_path(graph: sp.csr_matrix, labels: np.ndarray) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+def merge_path(graph: sp.csr_matrix, labels: np.ndarray, min_size: int = 0
+               ) -> tuple[dict[int, float], dict[int, np.ndarray]]:
     """Merge the most connected pair of clusters until two are left.
+
+    A cluster of fewer than ``min_size`` cells is first merged into the cluster it is most connected to,
+    smallest first, and a K at which such a cluster exists gets no score and no partition: it does not count
+    as a cluster of its own.
 
     Returns K → score (the largest pairwise connectivity at K clusters) and K → labels (N,), for every K from
     the number of clusters in ``labels`` down to 2.
@@ -163,11 +182,16 @@ def merge_path(graph: sp.csr_matrix, labels: np.ndarray) -> tuple[dict[int, floa
             break
         c = cluster_connectivity(graph, labels)
         np.fill_diagonal(c, -np.inf)  # a pair of two different clusters, even when none shares an edge
-        i, j = np.unravel_index(int(np.argmax(c)), c.shape)
-        scores[k] = float(c[i, j])
-        partitions[k] = labels.copy()
-        if k == 2:
-            break
+        sizes = np.bincount(labels, minlength=k)
+        if k > 2 and sizes.min() < min_size:
+            i = int(np.argmin(sizes))
+            j = int(np.argmax(c[i]))
+        else:
+            i, j = np.unravel_index(int(np.argmax(c)), c.shape)
+            scores[k] = float(c[i, j])
+            partitions[k] = labels.copy()
+            if k == 2:
+                break
         labels = np.where(labels == max(i, j), min(i, j), labels)
         labels = np.unique(labels, return_inverse=True)[1]
     return scores, partitions
@@ -195,49 +219,53 @@ def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] 
     return int(k), runner_up, reason
 
 
-def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int
+def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min_fraction: float = 0.0
                    ) -> tuple[dict[int, float], dict[int, np.ndarray], float]:
     """The merge path of the cells ``z`` (n × d): K → score, K → labels (n,), and the Leiden resolution it
-    started from. The resolution is doubled (up to 4 times) until Leiden finds at least ``target`` communities."""
+    started from. The resolution is doubled (up to 4 times) until the path reaches ``target`` clusters; clusters
+    of fewer than ``min_fraction`` × n cells do not count (:func:`merge_path`)."""
     graph = knn_connectivities(z, seed=seed)
+    min_size = int(np.ceil(min_fraction * z.shape[0]))
     res = resolution
-    labels = leiden(graph, res, seed)
-    for _ in range(4):
-        if labels.max() + 1 >= target:
+    for attempt in range(5):
+        scores, partitions = merge_path(graph, leiden(graph, res, seed), min_size)
+        if attempt == 4 or max(partitions, default=1) >= target:
             break
         res *= 2
-        labels = leiden(graph, res, seed)
-    scores, partitions = merge_path(graph, labels)
     return scores, partitions, res
 
 
-def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0) -> np.ndarray | None:
+def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
+                 min_fraction: float = MIN_FRACTION) -> np.ndarray | None:
     """Labels (N,) in 0 … k − 1 of the rows of ``x`` (N × D): Leiden on their 15-NN graph (the resolution doubled
-    up to 4 times until it finds at least ``k`` communities), merged down to ``k`` along the merge path; None
-    when Leiden never finds ``k``. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
+    up to 4 times until the merge path reaches ``k`` clusters), merged down to ``k`` along the merge path; None
+    when it never does. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
     matrix per merge). On the tuning collection, centroids of a 1,000-cell subsample's partition lost what the
-    partition gains over KMeans (docs/method.md, "The head starts from the estimate's partition")."""
-    return _merge_path_of(x, resolution, seed, k)[1].get(k)
+    partition gains over KMeans (docs/method.md, "The head starts from the estimate's partition"). Clusters of
+    fewer than ``min_fraction`` × N cells are merged first, as in :func:`select_k`."""
+    return _merge_path_of(x, resolution, seed, k, min_fraction)[1].get(k)
 
 
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
              allowed: Sequence[int] | None = None, max_cells: int = SAMPLE_CELLS,
-             repeats: int = SAMPLE_REPEATS) -> KSelection:
+             repeats: int = SAMPLE_REPEATS, min_fraction: float = MIN_FRACTION) -> KSelection:
     """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
 
     Above ``max_cells`` cells the merge path is computed on ``repeats`` seeded random subsamples of that many
     cells and the scores of each K are averaged (a K enters when every subsample reaches it): the score falls
     as cells are added, so the threshold holds at the size it was chosen at, whatever the size of the data.
     ``allowed`` (candidate K values) restricts the choice; when its largest value exceeds the Leiden count,
-    the resolution is raised so that the merge path reaches it.
+    the resolution is raised so that the merge path reaches it. A cluster of fewer than ``min_fraction`` of
+    the (subsampled) cells does not count: it is merged into its most connected neighbour first.
     """
     n = z.shape[0]
     target = max(allowed) if allowed else 0
     if n <= max_cells:
-        runs = [_merge_path_of(z, resolution, seed, target)]
+        runs = [_merge_path_of(z, resolution, seed, target, min_fraction)]
     else:
         rng = np.random.default_rng(seed)
-        runs = [_merge_path_of(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target)
+        runs = [_merge_path_of(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target,
+                               min_fraction)
                 for _ in range(repeats)]
     common = set.intersection(*(set(sc) for sc, _, _ in runs))
     scores = {k: float(np.mean([sc[k] for sc, _, _ in runs])) for k in sorted(common)}
@@ -245,12 +273,12 @@ def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, s
     if not scores:  # Leiden found a single community: nothing supports a split
         k = 2 if not allowed else min(allowed)
         return KSelection(k=k, scores={}, threshold=threshold, resolution=res,
-                          reason="Leiden found a single community")
+                          reason="Leiden found a single community", candidates=tuple(sorted(allowed or [])))
     k, runner_up, reason = choose_k(scores, threshold, allowed)
     if n > max_cells:
         reason += f" (mean over {repeats} subsamples of {max_cells:,} cells)"
     return KSelection(k=k, scores=scores, threshold=threshold, runner_up=runner_up, resolution=res,
-                      reason=reason)
+                      reason=reason, candidates=tuple(sorted(allowed or [])))
 
 
 def parse_k(text: str | int | Sequence[int] | None) -> tuple[int | None, list[int]]:

@@ -154,6 +154,9 @@ class RunSession:
         if c.input_weight < 0 or c.kmeans_restarts < 1:
             raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
                               f"{c.input_weight:g} and {c.kmeans_restarts})")
+        if not 0 <= c.k_min_size < 0.5:
+            raise ConfigError(f"cluster.k_min_size is a fraction of the cells, at least 0 and below 0.5 (got "
+                              f"{c.k_min_size:g})")
         if c.estimated_start not in ESTIMATED_STARTS:
             raise ConfigError(f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
                               f"{c.estimated_start!r})")
@@ -297,7 +300,8 @@ class RunSession:
         c = self.cfg.cluster
         allowed = list(c.k_candidates) or None
         z = self.z_start.cpu().numpy()
-        mine = select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed) if self.ctx.is_main else None
+        mine = (select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed, min_fraction=c.k_min_size)
+                if self.ctx.is_main else None)
         return self.ctx.broadcast(mine)
 
     def _start_partition(self) -> Callable[[np.ndarray], np.ndarray | None] | None:
@@ -313,7 +317,7 @@ class RunSession:
             return None
 
         def find(features: np.ndarray) -> np.ndarray | None:
-            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed)
+            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed, c.k_min_size)
             sel.head_start = "kmeans" if labels is None else "partition"
             return labels
 

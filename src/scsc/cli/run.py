@@ -342,7 +342,8 @@ def _print_k_selection(result, pretraining: Path | None = None) -> None:
                   f"separated); runner-up: {ups or 'none'}")
     console.print(f"  {sel.reason}; score against K in k_selection.png")
     console.print(f"  {sel.verdict()}" + (f" and --pretrained {pretraining} (no second pretraining)"
-                                            if pretraining is not None and not sel.clear else ""))
+                                            if pretraining is not None and not sel.clear and not sel.candidates
+                                            else ""))
 
 
 def _print_summary(s: dict) -> None:
