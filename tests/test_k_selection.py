@@ -17,7 +17,6 @@ from scsc.data.io import write_h5_counts
 from scsc.errors import ConfigError
 from scsc.k_selection import (
     CLEAR_RATIO,
-    MIN_FRACTION,
     KSelection,
     choose_k,
     cluster_connectivity,
@@ -87,9 +86,10 @@ def test_merge_path_folds_clusters_below_the_minimum_size_into_their_most_connec
 def test_select_k_does_not_count_a_satellite_below_the_minimum_size():
     rng = np.random.default_rng(1)
     z = np.vstack([blobs(4, per=200), blobs(1, per=6, seed=7) + rng.normal(scale=30.0, size=10)]).astype(np.float32)
-    assert select_k(z, seed=0, min_fraction=0).k == 5  # the six far cells form a community of their own
-    assert select_k(z, seed=0).k == 4  # 6 < 1 % of 806 cells: folded into a blob (the default)
-    assert RunConfig().cluster.k_min_size == MIN_FRACTION
+    assert select_k(z, seed=0).k == 5  # the six far cells form a community of their own (the default)
+    assert select_k(z, seed=0, min_fraction=0.01).k == 4  # 6 < 1 % of 806 cells: folded into a blob
+    # Off by default: a clearly separated small type is a type (scsc simulate plants one of 16 of 2,000 cells).
+    assert RunConfig().cluster.k_min_size == 0
 
 
 def test_choose_k_takes_the_largest_separated_k_and_reports_runners_up():
@@ -256,7 +256,7 @@ def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, w
 
     seen = []
 
-    def spy(x, k, resolution=1.0, seed=0, min_fraction=MIN_FRACTION):
+    def spy(x, k, resolution=1.0, seed=0, min_fraction=0.0):
         seen.append(x)
         return partition_at(x, k, resolution, seed, min_fraction)
 

@@ -160,11 +160,10 @@ class ClusterConfig:
     k_threshold: float = 0.125
     #: When K is estimated, a cluster of fewer than this fraction of the cells (of the 2,000-cell subsamples above
     #: that size) does not count as a cluster of its own: it is merged into the cluster it is most connected to
-    #: before K is scored (scsc/k_selection.py). 0.01, chosen on the tuning collection: Zheng's 17-cell
-    #: satellites of the NK cells no longer count (whole runs: K 13.4 → 12.2, mean ARI 0.463 → 0.465), while
-    #: 3 % folded Haber's 33 tuft cells into another cluster (docs/method.md, "Satellites do not count"); 0
-    #: counts every Leiden community.
-    k_min_size: float = 0.01  # scsc.k_selection.MIN_FRACTION
+    #: before K is scored (scsc/k_selection.py). 0 (off) by default: 0.01 removed Zheng's over-splitting
+    #: satellites on the tuning collection, but it also folds a clearly separated planted type of 16 cells of
+    #: 2,000 (docs/method.md, "Satellites: measured, not adopted").
+    k_min_size: float = 0.0
     #: Where the head starts when K is estimated: "partition" (the estimate's merge path on the graph of what the
     #: head clusters, at K, refined by Lloyd iterations; scsc/k_selection.py ``partition_at``) or "kmeans"
     #: (KMeans's own starts, as for a given K). Chosen on the tuning collection (whole runs, ten seeds: mean ARI

@@ -6,8 +6,8 @@
    clusters is the PAGA measure (Wolf et al., Genome Biology 2019): the weight of the graph edges between them
    over the weight expected if edges were placed at random given the clusters' sizes and degrees. Two halves
    of one type share many edges (about 0.3–0.5); two distinct types share almost none.
-   A cluster of fewer than ``cluster.k_min_size`` (1 %) of the cells is merged first, into the cluster it is
-   most connected to: a satellite of a few cells does not count as a cluster of its own.
+   With ``cluster.k_min_size`` > 0 (off by default), a cluster of fewer than that fraction of the cells is
+   merged first, into the cluster it is most connected to, and does not count as a cluster of its own.
 3. Score of K: the connectivity of the most connected pair of clusters when there are K of them, i.e. of the
    merge that would go from K to K − 1 (lower: every pair of the K clusters is better separated). The chosen K
    is the largest K whose score is at most ``cluster.k_threshold``: every split it keeps is supported by a gap
@@ -43,9 +43,6 @@ from .leiden import knn_connectivities, leiden
 SAMPLE_CELLS = 2000
 #: Subsamples whose scores are averaged.
 SAMPLE_REPEATS = 5
-#: A community of fewer than this fraction of the (subsampled) cells is not a cluster of its own: it is merged
-#: into its most connected neighbour first (``cluster.k_min_size``; docs/method.md, "Satellites do not count").
-MIN_FRACTION = 0.01
 #: The estimate is called clear when the next split (K + 1 clusters) is at least this many times more connected
 #: than the weakest split kept (the score of K), scores below ``SCORE_FLOOR`` counting as ``SCORE_FLOOR``. On
 #: simulated types every run had a ratio of 10 or more; on the tuning collection's annotated continua and
@@ -236,7 +233,7 @@ def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min
 
 
 def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
-                 min_fraction: float = MIN_FRACTION) -> np.ndarray | None:
+                 min_fraction: float = 0.0) -> np.ndarray | None:
     """Labels (N,) in 0 … k − 1 of the rows of ``x`` (N × D): Leiden on their 15-NN graph (the resolution doubled
     up to 4 times until the merge path reaches ``k`` clusters), merged down to ``k`` along the merge path; None
     when it never does. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
@@ -248,7 +245,7 @@ def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
 
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
              allowed: Sequence[int] | None = None, max_cells: int = SAMPLE_CELLS,
-             repeats: int = SAMPLE_REPEATS, min_fraction: float = MIN_FRACTION) -> KSelection:
+             repeats: int = SAMPLE_REPEATS, min_fraction: float = 0.0) -> KSelection:
     """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
 
     Above ``max_cells`` cells the merge path is computed on ``repeats`` seeded random subsamples of that many
