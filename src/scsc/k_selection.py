@@ -225,9 +225,13 @@ def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min
     min_size = int(np.ceil(min_fraction * z.shape[0]))
     res = resolution
     for attempt in range(5):
-        scores, partitions = merge_path(graph, leiden(graph, res, seed), min_size)
-        if attempt == 4 or max(partitions, default=1) >= target:
-            break
+        labels = leiden(graph, res, seed)
+        last = attempt == 4
+        # Fewer communities than the target: no merge path can reach it, so none is computed.
+        if last or labels.max() + 1 >= target:
+            scores, partitions = merge_path(graph, labels, min_size)
+            if last or max(partitions, default=1) >= target:
+                break
         res *= 2
     return scores, partitions, res
 
