@@ -74,10 +74,40 @@ def test_knn_graph_holds_the_exact_nearest_neighbours(knn, pcs):
 @pytest.mark.slow
 def test_approximate_knn_graph_agrees_with_exact(knn, pcs):
     """Above ``exact_max_cells`` the search is pynndescent (slow here only because numba compiles, ~45 s)."""
-    approx = knn_graph(pcs, K, exact_max_cells=0)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        approx = knn_graph(pcs, K, exact_max_cells=0)
+    # The kernels numba cannot cache compile in memory without a word to the user (it used to reach stderr).
+    assert not [w for w in caught if "Cannot cache" in str(w.message)]
     assert (approx != approx.T).nnz == 0 and approx.diagonal().sum() == 0
     assert np.diff(approx.indptr).min() >= K
     assert approx.multiply(knn).nnz / knn.nnz > 0.9
+
+
+def test_leiden_graph_is_exact_above_scanpys_own_exact_size(monkeypatch):
+    """The graph of the K estimate and the Leiden head holds each cell's exact 14 nearest neighbours up to
+    ``EXACT_MAX_CELLS`` cells, also beyond the 8,192 cells from which scanpy's default turns to pynndescent
+    (whose numba kernels compile in every process); above the limit scanpy chooses."""
+    import scanpy as sc
+    from sklearn.neighbors import NearestNeighbors
+
+    from scsc.leiden import knn_connectivities
+
+    seen = []
+    neighbors = sc.pp.neighbors
+    monkeypatch.setattr(sc.pp, "neighbors", lambda *a, **kw: seen.append(kw.get("transformer")) or neighbors(*a, **kw))
+    x = np.random.default_rng(0).normal(size=(8300, 3)).astype(np.float32)
+    g = knn_connectivities(x)
+    assert seen == ["sklearn"]
+    _, nearest = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
+    exact = sp.csr_matrix((np.ones(nearest[:, 1:].size), (np.repeat(np.arange(len(x)), 14), nearest[:, 1:].ravel())),
+                          shape=g.shape)
+    exact = exact.maximum(exact.T)
+    assert (g != g.T).nnz == 0 and (abs((g > 0).astype(float) - exact) > 0).nnz == 0
+    knn_connectivities(x[:300], exact_max_cells=299)
+    assert seen == ["sklearn", None]
 
 
 def test_knn_needs_k_plus_one_cells():

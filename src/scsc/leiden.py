@@ -3,7 +3,7 @@ plugin (plugins/scsc-leiden) and the scanpy peers of the benchmarks all call the
 
 Everything is scanpy's: the weighted kNN graph is ``sc.pp.neighbors`` (UMAP connectivities) and the
 communities ``sc.tl.leiden`` with the igraph flavour (modularity with a resolution, 2 iterations). Linear in the
-number of cells: a sparse kNN graph, no N × N matrix.
+number of cells: a sparse kNN graph, no N × N matrix (scikit-learn's exact search reduces row blocks).
 """
 
 from __future__ import annotations
@@ -13,10 +13,19 @@ import scipy.sparse as sp
 
 #: Neighbours of the graph on an embedding (scanpy's default for Leiden).
 N_NEIGHBORS = 15
+#: Up to this many cells the neighbours are exact (scikit-learn), as for the model's graph
+#: (``graph.exact_max_cells``). scanpy's own default turns to pynndescent from 8,192 cells, whose kernels numba
+#: compiles in every process (about 16 s on 2 cores, more than the search; docs/benchmarks.md).
+EXACT_MAX_CELLS = 50_000
 
 
-def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0) -> sp.csr_matrix:
-    """scanpy's weighted kNN graph (UMAP connectivities) of the rows of ``z`` (N × d) → symmetric N × N CSR."""
+def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0,
+                       exact_max_cells: int = EXACT_MAX_CELLS) -> sp.csr_matrix:
+    """scanpy's weighted kNN graph (UMAP connectivities) of the rows of ``z`` (N × d) → symmetric N × N CSR.
+
+    Neighbours are exact up to ``exact_max_cells`` cells (scanpy's ``transformer="sklearn"``, the path scanpy
+    itself takes below 8,192 cells, so smaller data get the same graph as with scanpy's default), approximate
+    (pynndescent) above."""
     import anndata as ad
     import scanpy as sc
 
@@ -25,7 +34,8 @@ def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int 
     cache_umap_kernels()  # scanpy's neighbours import umap-learn
     tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
     tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed)
+    exact = {"transformer": "sklearn"} if z.shape[0] <= exact_max_cells else {}
+    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed, **exact)
     return sp.csr_matrix(tmp.obsp["connectivities"])
 
 

@@ -65,6 +65,12 @@ def cache_umap_kernels() -> int:
         from numba.core.dispatcher import Dispatcher
     except Exception:  # noqa: BLE001 - a missing or changed umap-learn/numba only costs time
         return 0
+    # With the cache on by default at import, pynndescent's kernels that take a function argument (its graph
+    # builders) cannot be cached and say so when they first compile, on stderr even under --quiet; they compile
+    # in memory as before, so the message only alarms users.
+    from numba.core.errors import NumbaWarning
+
+    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning)
     switched = 0
     for module in (umap.umap_, umap.layouts):
         for obj in list(vars(module).values()):
