@@ -14,18 +14,42 @@ from .threads import apply_wait_policy  # noqa: E402  (before torch is imported:
 
 apply_wait_policy()
 
-from .api import cluster, make_config, pretrain, run  # noqa: E402
-from .config import RunConfig  # noqa: E402
-from .data.io import read, write_h5ad  # noqa: E402
-from .data.simulate import simulate  # noqa: E402
-from .errors import ConfigError, InputError, ScscError  # noqa: E402
-from .plugins import get_registry  # noqa: E402
-from .session import RunControl, RunSession  # noqa: E402
-from . import annotate  # noqa: E402,F401  (scsc.annotate.find_markers, annotate_clusters, transfer_labels)
+from .errors import ConfigError, InputError, ScscError
+
+# The rest loads on first use (PEP 562): torch, scanpy and scikit-learn take about 5 s to import, and the
+# command line's --help, `scsc info` or a bad argument should not wait for them.
+_LAZY = {
+    "cluster": "api", "make_config": "api", "pretrain": "api", "run": "api",
+    "RunConfig": "config",
+    "read": "data.io", "write_h5ad": "data.io",
+    "simulate": "data.simulate",
+    "get_registry": "plugins",
+    "RunControl": "session", "RunSession": "session",
+}
+_SUBMODULES = {"annotate"}  # scsc.annotate.find_markers, annotate_clusters, transfer_labels
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'scsc' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 
 def list_components() -> list[dict[str, str]]:
     """Every registered component as a list of dicts (kind, name, provider, summary)."""
+    from .plugins import get_registry
+
     return [{"kind": c.kind, "name": c.name, "provider": c.provider, "summary": c.summary}
             for c in get_registry().all()]
 

@@ -6,13 +6,12 @@ import json
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from .checkpoint import save_checkpoint
-from .session import RunResult
-from .data.io import atomic_write_text, write_csv, write_h5ad
 from .errors import ScscError
+
+if TYPE_CHECKING:  # the run folder's lock and checks come before the seconds of importing torch
+    from .session import RunResult
 
 #: Files of an earlier clustering run that a new run must not silently replace (config.toml, which
 #: ``scsc pretrain`` also writes, is regenerated and kept inside every checkpoint).
@@ -112,6 +111,11 @@ def write_run(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
     Figures: umap.png, loss.png, k_selection.png (score against K, when K was estimated) and k_tree.png (how
     clusters split across the candidate K values, when there are several).
     """
+    import pandas as pd
+
+    from .checkpoint import save_checkpoint
+    from .data.io import atomic_write_text, write_csv, write_h5ad
+
     out.mkdir(parents=True, exist_ok=True)
     written = []
     adata = result.adata

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import ScscError
+from ..errors import InputError, ScscError
 from rich.markup import escape
 
 from .app import app, console, err_console, print_json, user_errors
@@ -17,6 +17,13 @@ FILE = typer.Argument(..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx fo
 LAYER = typer.Option(None, "--layer", help=".h5ad only: read counts from this layer instead of X.")
 LABEL_KEY = typer.Option(None, "--label-key", help=".h5ad only: obs column with true labels (scoring only).")
 TRANSPOSE = typer.Option(False, "--transpose", help="Tables only: the file is genes × cells.")
+
+
+def require_input(path: Path) -> None:
+    """Refuse a missing input at once, as :func:`scsc.data.io.read` would, but before the training commands
+    import torch and scanpy (seconds)."""
+    if not Path(path).exists():
+        raise InputError(f"{path}: no such file or folder")
 
 
 @app.command()

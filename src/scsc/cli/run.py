@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..config import RunConfig
 from .app import app, console, err_console, print_json, user_errors
-from .data import FILE, LABEL_KEY, LAYER, TRANSPOSE
+from .data import FILE, LABEL_KEY, LAYER, TRANSPOSE, require_input
 from .progress import RichReporter
 
 CONFIG = typer.Option(None, "--config", "-c", help="Run configuration (TOML); options below override it.")
@@ -180,6 +180,7 @@ def pretrain(
     pretraining again (for example with other clustering heads or seeds of the clustering stage).
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
+    require_input(data)
     from ..api import pretrain as run_pretrain
     from ..checkpoint import save_checkpoint
     from ..session import RunControl
@@ -248,6 +249,7 @@ def cluster(
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption; it
     is removed once the results are written.
     """
+    require_input(data)
     from ..api import run
     from ..session import RunControl
 
