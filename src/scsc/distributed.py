@@ -176,8 +176,10 @@ class RowShard:
             adj = adj.to_sparse_csr()
         crow = adj.crow_indices()
         first, last = int(crow[self.lo]), int(crow[self.hi])
-        return torch.sparse_csr_tensor(crow[self.lo:self.hi + 1] - first, adj.col_indices()[first:last],
-                                       adj.values()[first:last], size=(self.hi - self.lo, adj.shape[1]))
+        from .data.tensors import csr_tensor
+
+        return csr_tensor(crow[self.lo:self.hi + 1] - first, adj.col_indices()[first:last],
+                          adj.values()[first:last], (self.hi - self.lo, adj.shape[1]), adj.device)
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """Every rank's rows (``hi − lo`` × c, 2-D) → the whole N × c tensor on every rank.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -14,13 +16,21 @@ def sparse_to_torch(m: sp.spmatrix, device: str | torch.device = "cpu") -> torch
     """
     csr = sp.csr_matrix(m, dtype=np.float32)
     csr.sort_indices()
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(csr.indptr.astype(np.int64)),
-        torch.from_numpy(csr.indices.astype(np.int64)),
-        torch.from_numpy(csr.data),
-        size=csr.shape,
-        device=device,
-    )
+    return csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
+                      torch.from_numpy(csr.data), csr.shape, device)
+
+
+def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int],
+               device: str | torch.device | None = None) -> torch.Tensor:
+    """A torch CSR tensor (size[0] × size[1]) from row pointers (size[0] + 1,), column indices and values
+    (nnz,), which must already form a valid CSR matrix (scipy's, or rows cut from one).
+
+    Without torch's warnings to notebook users: its CSR support calls itself beta, and invariant checks are
+    off unless asked for (they would cost a pass over every graph; the inputs are valid by construction).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, size=size, device=device, check_invariants=False)
 
 
 def edges_of(m: sp.spmatrix, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
