@@ -26,15 +26,17 @@ _LAZY = {
     "get_registry": "plugins",
     "RunControl": "session", "RunSession": "session",
 }
-_SUBMODULES = {"annotate"}  # scsc.annotate.find_markers, annotate_clusters, transfer_labels
 
 
 def __getattr__(name: str):
+    """The public names above, and every submodule (``scsc.annotate.find_markers``, ``scsc.api.run``, …), as
+    ``import scsc`` gave them when it imported everything at once."""
     import importlib
+    import importlib.util
 
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif name in _SUBMODULES:
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         value = importlib.import_module(f".{name}", __name__)
     else:
         raise AttributeError(f"module 'scsc' has no attribute {name!r}")
@@ -43,7 +45,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+    return sorted(set(globals()) | set(_LAZY) | {"annotate"})
 
 
 def list_components() -> list[dict[str, str]]:
