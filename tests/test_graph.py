@@ -282,8 +282,7 @@ def test_graphs_reach_torch_without_warnings_for_notebook_users():
     code = ("import warnings, numpy as np, scipy.sparse as sp, torch\n"
             "from scsc.data.tensors import sparse_to_torch\n"
             "m = sp.random(6, 6, density=0.4, format='csr', random_state=0)\n"
-            "with warnings.catch_warnings(record=True) as caught:\n"
-            "    warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as caught:  # Python's default filters, as in a notebook\n"
             "    t = sparse_to_torch(m)\n"
             "assert torch.equal(t.to_dense(), torch.from_numpy(m.toarray().astype(np.float32)))\n"
             "print([str(w.message)[:60] for w in caught])\n")

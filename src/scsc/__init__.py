@@ -14,7 +14,18 @@ from .threads import apply_wait_policy  # noqa: E402  (before torch is imported:
 
 apply_wait_policy()
 
+from typing import TYPE_CHECKING
+
+from ._lazy import submodule_getattr
 from .errors import ConfigError, InputError, ScscError
+
+if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names below load on first access
+    from .api import cluster, make_config, pretrain, run
+    from .config import RunConfig
+    from .data.io import read, write_h5ad
+    from .data.simulate import simulate
+    from .plugins import get_registry  # noqa: F401  (a public name of the package, not of __all__)
+    from .session import RunControl, RunSession
 
 # The rest loads on first use (PEP 562): torch, scanpy and scikit-learn take about 5 s to import, and the
 # command line's --help, `scsc info` or a bad argument should not wait for them.
@@ -26,20 +37,17 @@ _LAZY = {
     "get_registry": "plugins",
     "RunControl": "session", "RunSession": "session",
 }
+_submodule = submodule_getattr(__name__)
 
 
 def __getattr__(name: str):
-    """The public names above, and every submodule (``scsc.annotate.find_markers``, ``scsc.api.run``, …), as
-    ``import scsc`` gave them when it imported everything at once."""
+    """The public names above, and every submodule (``scsc.annotate.find_markers``, ``scsc.api.run``,
+    ``scsc.data.io``, …), as ``import scsc`` gave them when it imported everything at once."""
     import importlib
-    import importlib.util
 
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f".{name}", __name__)
-    else:
-        raise AttributeError(f"module 'scsc' has no attribute {name!r}")
+    if name not in _LAZY:
+        return _submodule(name)
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -46,7 +46,8 @@ def _cache_by_default():
 
 def cache_umap_kernels() -> int:
     """Import umap-learn (and pynndescent) with numba's on-disk cache on; returns how many kernels were switched
-    after import.
+    after import. Also hides, for the rest of the process, numba's "Cannot cache compiled function" warnings of
+    pynndescent's kernels that cannot be cached (they compile in memory, as before).
 
     Call it before anything imports umap-learn or pynndescent (scanpy's neighbours, the UMAP, NNDescent). When
     umap-learn is not imported yet, it is imported with the cache on by default, which catches the kernels
@@ -67,10 +68,11 @@ def cache_umap_kernels() -> int:
         return 0
     # With the cache on by default at import, pynndescent's kernels that take a function argument (its graph
     # builders) cannot be cached and say so when they first compile, on stderr even under --quiet; they compile
-    # in memory as before, so the message only alarms users.
+    # in memory as before, so the message only alarms users. Only pynndescent's: a user's own kernels still warn.
     from numba.core.errors import NumbaWarning
 
-    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning)
+    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning,
+                            module=r".*pynndescent")
     switched = 0
     for module in (umap.umap_, umap.layouts):
         for obj in list(vars(module).values()):

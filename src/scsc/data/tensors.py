@@ -8,6 +8,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+# torch says once per process that its CSR support is beta; a scanpy user calling scsc.cluster in a notebook
+# saw it on every first run. One narrow filter, set once: a catch_warnings per call would sit in the training
+# loop (rows of a distributed rank's graph are cut per layer and step).
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+
 
 def sparse_to_torch(m: sp.spmatrix, device: str | torch.device = "cpu") -> torch.Tensor:
     """A scipy sparse matrix (N × M) as a float32 torch CSR tensor on ``device``.
@@ -25,12 +30,11 @@ def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size
     """A torch CSR tensor (size[0] × size[1]) from row pointers (size[0] + 1,), column indices and values
     (nnz,), which must already form a valid CSR matrix (scipy's, or rows cut from one).
 
-    Without torch's warnings to notebook users: its CSR support calls itself beta, and invariant checks are
-    off unless asked for (they would cost a pass over every graph; the inputs are valid by construction).
+    Invariant checks follow ``torch.sparse.check_sparse_tensor_invariants`` (off unless a user turns them on
+    to debug), chosen explicitly, so torch does not warn that they are "implicitly disabled".
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-        return torch.sparse_csr_tensor(crow, col, values, size=size, device=device, check_invariants=False)
+    checks = torch.sparse.check_sparse_tensor_invariants.is_enabled()
+    return torch.sparse_csr_tensor(crow, col, values, size=size, device=device, check_invariants=checks)
 
 
 def edges_of(m: sp.spmatrix, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
