@@ -100,6 +100,21 @@ def cli_app():
     return app
 
 
+@pytest.fixture(scope="session")
+def fresh_python():
+    """Run Python ``code`` in a new interpreter (what a first import, or a warning torch gives once per
+    process, does before anything else in the test session touched it) → its stdout, stripped; stderr and the
+    exit status are in the assertion message of a caller whose expected output does not come."""
+    import subprocess
+    import sys
+
+    def run(code: str) -> str:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+        return done.stdout.strip() + ("" if done.returncode == 0 else f"\n[exit {done.returncode}] {done.stderr}")
+
+    return run
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -273,12 +273,9 @@ def test_graph_pipeline_on_cbmc_stays_far_below_dense_memory(shared_file):
     assert total_peak < min(3 * hvg_block, dense_bytes / 3), f"pipeline peak {total_peak / 1e6:.0f} MB"
 
 
-def test_graphs_reach_torch_without_warnings_for_notebook_users():
+def test_graphs_reach_torch_without_warnings_for_notebook_users(fresh_python):
     """torch warns once per process that CSR tensors are beta and that invariant checks are off; a scanpy
     user calling scsc.cluster in a notebook saw both. A fresh process, so that no earlier test used them up."""
-    import subprocess
-    import sys
-
     code = ("import warnings, numpy as np, scipy.sparse as sp, torch\n"
             "from scsc.data.tensors import sparse_to_torch\n"
             "m = sp.random(6, 6, density=0.4, format='csr', random_state=0)\n"
@@ -286,5 +283,4 @@ def test_graphs_reach_torch_without_warnings_for_notebook_users():
             "    t = sparse_to_torch(m)\n"
             "assert torch.equal(t.to_dense(), torch.from_numpy(m.toarray().astype(np.float32)))\n"
             "print([str(w.message)[:60] for w in caught])\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert fresh_python(code) == "[]"

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 
-def test_import_scsc_leaves_torch_and_scanpy_for_first_use():
+def test_import_scsc_leaves_torch_and_scanpy_for_first_use(fresh_python):
     code = ("import sys, scsc\n"
             "heavy = ('torch', 'scanpy', 'sklearn', 'anndata')\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n"
             "print(callable(scsc.cluster) and 'torch' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout + done.stderr
+    assert fresh_python(code) == "[]\nTrue"
 
 
 @pytest.mark.parametrize("name", ["cluster", "pretrain", "run", "make_config", "read", "write_h5ad", "simulate",
@@ -26,7 +22,7 @@ def test_public_names_resolve(name):
     assert name in scsc.__all__ and getattr(scsc, name) is not None
 
 
-def test_submodules_resolve_as_attributes_and_unknown_names_are_refused():
+def test_submodules_resolve_as_attributes_and_unknown_names_are_refused(fresh_python):
     """In a fresh process, where nothing else imported them first."""
     code = ("import scsc\n"
             "for f in (scsc.annotate.find_markers, scsc.k_selection.partition_at, scsc.api.run, scsc.data.io.read,\n"
@@ -39,5 +35,4 @@ def test_submodules_resolve_as_attributes_and_unknown_names_are_refused():
             "        continue\n"
             "    raise SystemExit('an unknown name resolved')\n"
             "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.stdout.strip() == "ok", done.stdout + done.stderr
+    assert fresh_python(code) == "ok"

@@ -239,7 +239,7 @@ def test_training_commands_refuse_bad_input_before_training(name, command, tmp_p
 
 @pytest.mark.parametrize("command", ["--help", "cluster --help", "cluster {missing} --out {out}",
                                      "pretrain {missing} --out {out}"])
-def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_path):
+def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_path, fresh_python):
     """The command line answers --help and refuses a missing file before the seconds of importing torch,
     scanpy and scikit-learn (8.5 s for a missing file before)."""
     args = command.format(missing=tmp_path / "missing.h5", out=tmp_path / "run").split()
@@ -247,9 +247,9 @@ def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_pa
             f"r = CliRunner().invoke(app, {args!r}); "
             "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
             "print(r.output)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    status, _, output = done.stdout.partition("\n")
-    assert status == ("0 []" if "--help" in args else "2 []"), done.stdout + done.stderr
+    out = fresh_python(code)
+    status, _, output = out.partition("\n")
+    assert status == ("0 []" if "--help" in args else "2 []"), out
     assert ("Usage" in output) if "--help" in args else ("missing.h5: no such file or folder" in output)
     assert not (tmp_path / "run").exists()
 
