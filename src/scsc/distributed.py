@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.tensors import csr_tensor
 from .errors import ConfigError
 
 
@@ -176,8 +177,6 @@ class RowShard:
             adj = adj.to_sparse_csr()
         crow = adj.crow_indices()
         first, last = int(crow[self.lo]), int(crow[self.hi])
-        from .data.tensors import csr_tensor
-
         return csr_tensor(crow[self.lo:self.hi + 1] - first, adj.col_indices()[first:last],
                           adj.values()[first:last], (self.hi - self.lo, adj.shape[1]), adj.device)
 

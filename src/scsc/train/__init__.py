@@ -25,7 +25,3 @@ from .state import Reporter, SilentReporter, TrainState, run_epochs, seed_everyt
 __all__ = ["CLUSTER", "TERMS", "WARMUP", "ClusterPhase", "Reporter", "SilentReporter", "TrainState",
            "active_terms", "embed_cells", "pretrain", "pretrained_embedding", "run_epochs", "seed_everything",
            "train_clustering"]
-
-from .._lazy import submodule_getattr
-
-__getattr__ = submodule_getattr(__name__)  # scsc.train.<module> after a bare ``import scsc``
