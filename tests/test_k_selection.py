@@ -256,9 +256,9 @@ def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, w
 
     seen = []
 
-    def spy(x, k, resolution=1.0, seed=0, min_fraction=0.0):
+    def spy(x, k, *rest):
         seen.append(x)
-        return partition_at(x, k, resolution, seed, min_fraction)
+        return partition_at(x, k, *rest)
 
     monkeypatch.setattr(session, "partition_at", spy)
     r = scsc.run(sim4, config=RunConfig().override([*FAST, f"cluster.input_weight={weight}"]), seed=1)
@@ -267,6 +267,23 @@ def test_the_start_graph_holds_the_input_at_most_at_zs_size(sim4, monkeypatch, w
     rms_z, rms_input = (float(np.sqrt((part**2).sum(1).mean())) for part in (x[:, :d], x[:, d:]))
     assert rms_input == pytest.approx(min(weight, 1.0) * rms_z, rel=1e-3)
     assert r.k_selection.head_start == "partition"
+
+
+def test_the_k_graphs_follow_the_runs_exact_search_limit(sim4, monkeypatch):
+    # graph.exact_max_cells holds for every cell graph of a run: the estimate of K's and the start partition's.
+    from scsc import k_selection
+
+    limits = []
+    graph_of = k_selection.knn_connectivities
+
+    def spy(z, *a, exact_max_cells, **kw):
+        limits.append(exact_max_cells)
+        return graph_of(z, *a, exact_max_cells=exact_max_cells, **kw)
+
+    monkeypatch.setattr(k_selection, "knn_connectivities", spy)
+    r = scsc.run(sim4, config=RunConfig().override([*FAST, "graph.exact_max_cells=1234"]), seed=1)
+    assert r.k_selection.head_start == "partition"
+    assert len(limits) >= 2 and set(limits) == {1234}
 
 
 def test_n_clusters_outside_candidates_is_refused(sim4):

@@ -45,7 +45,8 @@ class GraphConfig:
     """METHOD §2–3: kNN cell graph and the sparse diffusion view."""
 
     k: int = 10
-    #: Above this many cells the kNN search is approximate (pynndescent); exact below.
+    #: Above this many cells the kNN search is approximate (pynndescent); exact below. It holds for every cell
+    #: graph of a run: the model's, the estimate of K's and the one the head's start partition is found on.
     exact_max_cells: int = 50_000
     ppr_alpha: float = 0.5
     #: PPR entries below this value are dropped while the series is summed.
@@ -271,12 +272,14 @@ class RunConfig:
 
 def check_device(device: str) -> None:
     """Refuse a device that this machine does not have, with a clear message."""
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; use --device cpu")
     if device not in {"cpu"} and not device.startswith("cuda") and device != "mps":
         raise ConfigError(f"unknown device {device!r}; use cpu or cuda")
+    if device.startswith("cuda"):
+        import torch  # only to ask for CUDA: the CPU needs no check, and a bad option fails before torch loads
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; "
+                              "use --device cpu")
 
 
 def _parse_value(raw: str) -> Any:
@@ -320,7 +323,9 @@ def _assign_plugin(cfg: RunConfig, path: list[str], value: Any, source: str) -> 
             _assign(current, [sub], subval, f"{source}: [plugin.{path[0]}]")
 
 
-def _assign(obj: Any, path: list[str], value: Any, source: str) -> None:
+def _assign(obj: Any, path: list[str], value: Any, source: str, prefix: str = "") -> None:
+    """Set ``obj``'s field at the dotted ``path`` to ``value``; ``source`` and ``prefix`` (the sections above
+    ``obj``, as in ``graph.``) name the setting in error messages."""
     key = path[0]
     if isinstance(obj, RunConfig) and key == "plugin":
         _assign_plugin(obj, path[1:], value, source)
@@ -332,7 +337,7 @@ def _assign(obj: Any, path: list[str], value: Any, source: str) -> None:
     current = getattr(obj, key)
     if dataclasses.is_dataclass(current):
         if len(path) > 1:
-            _assign(current, path[1:], value, source)
+            _assign(current, path[1:], value, source, f"{prefix}{key}.")
             return
         if not isinstance(value, dict):
             raise ConfigError(f"{where}[{key}] must be a table")
@@ -341,7 +346,7 @@ def _assign(obj: Any, path: list[str], value: Any, source: str) -> None:
         return
     if len(path) > 1:
         raise ConfigError(f"{where}{key!r} is not a section")
-    setattr(obj, key, _coerce(names[key], current, value, f"{where}{key}"))
+    setattr(obj, key, _coerce(names[key], current, value, f"{where}{prefix}{key}"))
 
 
 def _coerce(fld: dataclasses.Field, current: Any, value: Any, where: str) -> Any:

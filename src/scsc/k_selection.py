@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .leiden import knn_connectivities, leiden
+from .leiden import EXACT_MAX_CELLS, knn_connectivities, leiden
 
 #: Above this many cells K is estimated on random subsamples of this many (the size of the tuning datasets
 #: the threshold was chosen on): on a fixed 15-NN graph the connectivity of a split falls as cells are added,
@@ -216,12 +216,14 @@ def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] 
     return int(k), runner_up, reason
 
 
-def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min_fraction: float = 0.0
+def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min_fraction: float = 0.0,
+                   exact_max_cells: int = EXACT_MAX_CELLS
                    ) -> tuple[dict[int, float], dict[int, np.ndarray], float]:
     """The merge path of the cells ``z`` (n × d): K → score, K → labels (n,), and the Leiden resolution it
     started from. The resolution is doubled (up to 4 times) until the path reaches ``target`` clusters; clusters
-    of fewer than ``min_fraction`` × n cells do not count (:func:`merge_path`)."""
-    graph = knn_connectivities(z, seed=seed)
+    of fewer than ``min_fraction`` × n cells do not count (:func:`merge_path`). The graph's neighbours are exact
+    up to ``exact_max_cells`` cells (:func:`~scsc.leiden.knn_connectivities`)."""
+    graph = knn_connectivities(z, seed=seed, exact_max_cells=exact_max_cells)
     min_size = int(np.ceil(min_fraction * z.shape[0]))
     res = resolution
     for attempt in range(5):
@@ -237,19 +239,21 @@ def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min
 
 
 def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
-                 min_fraction: float = 0.0) -> np.ndarray | None:
+                 min_fraction: float = 0.0, exact_max_cells: int = EXACT_MAX_CELLS) -> np.ndarray | None:
     """Labels (N,) in 0 … k − 1 of the rows of ``x`` (N × D): Leiden on their 15-NN graph (the resolution doubled
     up to 4 times until the merge path reaches ``k`` clusters), merged down to ``k`` along the merge path; None
     when it never does. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
     matrix per merge). On the tuning collection, centroids of a 1,000-cell subsample's partition lost what the
     partition gains over KMeans (docs/method.md, "The head starts from the estimate's partition"). Clusters of
-    fewer than ``min_fraction`` × N cells are merged first, as in :func:`select_k`."""
-    return _merge_path_of(x, resolution, seed, k, min_fraction)[1].get(k)
+    fewer than ``min_fraction`` × N cells are merged first, as in :func:`select_k`; the graph's neighbours are
+    exact up to ``exact_max_cells`` cells (``graph.exact_max_cells`` in a run)."""
+    return _merge_path_of(x, resolution, seed, k, min_fraction, exact_max_cells)[1].get(k)
 
 
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
              allowed: Sequence[int] | None = None, max_cells: int = SAMPLE_CELLS,
-             repeats: int = SAMPLE_REPEATS, min_fraction: float = 0.0) -> KSelection:
+             repeats: int = SAMPLE_REPEATS, min_fraction: float = 0.0,
+             exact_max_cells: int = EXACT_MAX_CELLS) -> KSelection:
     """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
 
     Above ``max_cells`` cells the merge path is computed on ``repeats`` seeded random subsamples of that many
@@ -257,16 +261,17 @@ def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, s
     as cells are added, so the threshold holds at the size it was chosen at, whatever the size of the data.
     ``allowed`` (candidate K values) restricts the choice; when its largest value exceeds the Leiden count,
     the resolution is raised so that the merge path reaches it. A cluster of fewer than ``min_fraction`` of
-    the (subsampled) cells does not count: it is merged into its most connected neighbour first.
+    the (subsampled) cells does not count: it is merged into its most connected neighbour first. The graphs'
+    neighbours are exact up to ``exact_max_cells`` cells (``graph.exact_max_cells`` in a run).
     """
     n = z.shape[0]
     target = max(allowed) if allowed else 0
     if n <= max_cells:
-        runs = [_merge_path_of(z, resolution, seed, target, min_fraction)]
+        runs = [_merge_path_of(z, resolution, seed, target, min_fraction, exact_max_cells)]
     else:
         rng = np.random.default_rng(seed)
         runs = [_merge_path_of(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target,
-                               min_fraction)
+                               min_fraction, exact_max_cells)
                 for _ in range(repeats)]
     common = set.intersection(*(set(sc) for sc, _, _ in runs))
     scores = {k: float(np.mean([sc[k] for sc, _, _ in runs])) for k in sorted(common)}

@@ -300,7 +300,8 @@ class RunSession:
         c = self.cfg.cluster
         allowed = list(c.k_candidates) or None
         z = self.z_start.cpu().numpy()
-        mine = (select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed, min_fraction=c.k_min_size)
+        mine = (select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed, min_fraction=c.k_min_size,
+                         exact_max_cells=self.cfg.graph.exact_max_cells)
                 if self.ctx.is_main else None)
         return self.ctx.broadcast(mine)
 
@@ -317,7 +318,8 @@ class RunSession:
             return None
 
         def find(features: np.ndarray) -> np.ndarray | None:
-            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed, c.k_min_size)
+            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed, c.k_min_size,
+                                  self.cfg.graph.exact_max_cells)
             sel.head_start = "kmeans" if labels is None else "partition"
             return labels
 

@@ -49,18 +49,22 @@ N_CLUSTERS = typer.Option(
 PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pretrain (skips pretraining).")
 
 
-def build_config(config: Optional[Path], sets: Optional[list[str]], **options) -> RunConfig:
-    """Config file, then ``--set`` overrides, then explicit options (those not None)."""
+def build_config(config: Optional[Path], sets: Optional[list[str]], n_clusters: Optional[str] = None,
+                 **options) -> RunConfig:
+    """Config file, then ``--set`` overrides, then explicit options (those not None), then ``--n-clusters``
+    (when given). Every check that needs no plugin runs before the registry loads them."""
     from ..config import check_device
     from ..plugins import get_registry
 
     cfg = RunConfig.from_toml(config) if config else RunConfig()
     cfg.override(sets or [])
     cfg.override({k: v for k, v in options.items() if v is not None and v is not False})
-    registry = get_registry()
+    if n_clusters is not None:
+        _set_k(cfg, n_clusters)
+    check_device(cfg.device)
+    registry = get_registry()  # loads the plugins, and with them torch: after the cheap checks
     for kind in ("augment", "encoder", "fusion", "cluster"):
         registry.get(kind, getattr(cfg.components, kind))  # unknown names fail before any work
-    check_device(cfg.device)
     return cfg
 
 
@@ -181,14 +185,14 @@ def pretrain(
     While it trains, checkpoint.pt holds the state to continue from with --resume after an interruption.
     """
     require_input(data)
-    from ..api import pretrain as run_pretrain
-    from ..checkpoint import save_checkpoint
-    from ..session import RunControl
-
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
         "minibatch.batch_size": batch_size})
+    from ..api import pretrain as run_pretrain  # torch and the model: after the cheap checks of the input
+    from ..checkpoint import save_checkpoint
+    from ..session import RunControl
+
     ck_path = start_checkpoint(out, cfg, resume, overwrite, ("pretrain.pt",))
     adata = None if distributed else _read(data, layer, label_key, transpose)
 
@@ -250,15 +254,14 @@ def cluster(
     is removed once the results are written.
     """
     require_input(data)
-    from ..api import run
-    from ..session import RunControl
-
     out = out or default_out(data)
-    cfg = build_config(config, sets, seed=seed, device=device, **{
+    cfg = build_config(config, sets, n_clusters, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs,
         "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
-    _set_k(cfg, n_clusters)
+    from ..api import run  # torch and the model: after the cheap checks of the input and options
+    from ..session import RunControl
+
     ck_path = start_checkpoint(out, cfg, resume, overwrite)
     adata = None if distributed else _read(data, layer, label_key, transpose)
 
