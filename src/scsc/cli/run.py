@@ -49,7 +49,7 @@ N_CLUSTERS = typer.Option(
 PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pretrain (skips pretraining).")
 
 
-def build_config(config: Optional[Path], sets: Optional[list[str]], n_clusters: Optional[str] = None,
+def build_config(config: Optional[Path], sets: Optional[list[str]], n_clusters: str | None = None,
                  **options) -> RunConfig:
     """Config file, then ``--set`` overrides, then explicit options (those not None), then ``--n-clusters``
     (when given). Every check that needs no plugin runs before the registry loads them."""
