@@ -237,19 +237,24 @@ def test_training_commands_refuse_bad_input_before_training(name, command, tmp_p
     assert_nothing_written(out_dir)
 
 
+def _cli_in_fresh_python(fresh_python, args: list[str]) -> tuple[str, str]:
+    """``scsc ARGS`` in a new interpreter → ("<exit code> <heavy modules it imported>", its output)."""
+    code = ("import sys; from typer.testing import CliRunner; from scsc.cli import app; "
+            f"r = CliRunner().invoke(app, {args!r}); "
+            "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
+            "print(r.output)")
+    status, _, output = fresh_python(code).partition("\n")
+    return status, output
+
+
 @pytest.mark.parametrize("command", ["--help", "cluster --help", "cluster {missing} --out {out}",
                                      "pretrain {missing} --out {out}"])
 def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_path, fresh_python):
     """The command line answers --help and refuses a missing file before the seconds of importing torch,
     scanpy and scikit-learn (8.5 s for a missing file before)."""
     args = command.format(missing=tmp_path / "missing.h5", out=tmp_path / "run").split()
-    code = ("import sys; from typer.testing import CliRunner; from scsc.cli import app; "
-            f"r = CliRunner().invoke(app, {args!r}); "
-            "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
-            "print(r.output)")
-    out = fresh_python(code)
-    status, _, output = out.partition("\n")
-    assert status == ("0 []" if "--help" in args else "2 []"), out
+    status, output = _cli_in_fresh_python(fresh_python, args)
+    assert status == ("0 []" if "--help" in args else "2 []"), output
     assert ("Usage" in output) if "--help" in args else ("missing.h5: no such file or folder" in output)
     assert not (tmp_path / "run").exists()
 
@@ -266,11 +271,7 @@ def test_a_bad_option_is_refused_without_importing_torch(command, options, messa
     data = tmp_path / "cells.h5"
     data.write_bytes(b"")  # never read: the options fail first
     args = [command, str(data), "--out", str(tmp_path / "run"), *options.split()]
-    code = ("import sys; from typer.testing import CliRunner; from scsc.cli import app; "
-            f"r = CliRunner().invoke(app, {args!r}); "
-            "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
-            "print(r.output)")
-    status, _, output = fresh_python(code).partition("\n")
+    status, output = _cli_in_fresh_python(fresh_python, args)
     assert status == "2 []", output
     assert message in output and "Traceback" not in output
     assert not (tmp_path / "run").exists()

@@ -13,10 +13,10 @@ import scipy.sparse as sp
 
 #: Neighbours of the graph on an embedding (scanpy's default for Leiden).
 N_NEIGHBORS = 15
-#: Up to this many cells the neighbours are exact (scikit-learn): the default of the model's graph limit
-#: (``graph.exact_max_cells``, which a run passes on to the estimate of K and the head's start). scanpy's own default turns to pynndescent from
-#: 8,192 cells, whose kernels numba compiles in every process (about 16 s on 2 cores, more than the search;
-#: docs/benchmarks.md).
+#: Up to this many cells the neighbours are exact (scikit-learn): the default of ``graph.exact_max_cells``,
+#: which a run passes on to the estimate of K and the head's start. scanpy's own default turns to pynndescent
+#: from 8,192 cells, whose kernels numba compiles in every process (about 16 s on 2 cores, more than the
+#: search; docs/benchmarks.md).
 EXACT_MAX_CELLS = 50_000
 
 
