@@ -9,6 +9,7 @@ as for the peers, or estimated by scsc with ``--k estimated``). Each run happens
     python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --out benchmarks/results/quality.csv
     python -m benchmarks.quality --k estimated ...    # scsc estimates K (peers: Leiden at its default)
     python -m benchmarks.quality --collection tuning --labels coarse ...   # lineage-level annotation, its K
+    python -m benchmarks.quality --scvi ...    # scVI as a further peer (pip install -e '.[scvi]')
 
 Choose defaults on ``--collection tuning`` only; ``scoring`` (../shared/datasets) reports the adopted choice.
 
@@ -82,6 +83,16 @@ def _baselines(path: str, labels: str = "own") -> list[dict]:
     return [{**r, "true_k": k} for r in rows]
 
 
+def _scvi(path: str, labels: str = "own", threads: int = 2) -> list[dict]:
+    """scVI with its defaults (benchmarks/scvi_peer.py), the file's ``batch`` as the batch key where it has one."""
+    from benchmarks.scvi_peer import scvi_rows
+
+    a = _read(path, labels)
+    y = a.obs["label"].to_numpy()
+    rows = scvi_rows(a, y, "batch" if "batch" in a.obs else None, threads)
+    return [{**r, "true_k": len(np.unique(y))} for r in rows]
+
+
 def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: str = "true",
           labels: str = "own") -> list[dict]:
     """scsc with the true K (``k_mode="true"``) or K estimated without labels (``"estimated"``)."""
@@ -142,6 +153,8 @@ def main() -> None:
                     help="score against each dataset's own annotation, or (tuning only) its lineage-level one "
                          "(benchmarks/coarse_labels.py; the true K is then the number of lineages)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--scvi", action="store_true",
+                    help="add scVI (scvi-tools defaults) as a peer; needs pip install -e '.[scvi]'")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each scsc run")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes run at once")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
@@ -157,10 +170,17 @@ def main() -> None:
         files = [f for f in files if f.stem in args.datasets]
     if not files:
         raise SystemExit(f"no dataset of {COLLECTIONS[args.collection]} matches {args.datasets}")
+    if args.scvi:
+        from benchmarks.scvi_peer import available
+
+        if not available():
+            raise SystemExit("--scvi needs scvi-tools: pip install -e '.[scvi]'")
     tasks = []
     for f in files:
         if not args.no_baselines:
             tasks.append((f.stem, _baselines, (str(f), args.labels)))
+        if args.scvi:
+            tasks.append((f.stem, _scvi, (str(f), args.labels, args.threads)))
         tasks += [(f.stem, _scsc, (str(f), seed, args.sets, args.threads, args.k_mode, args.labels))
                   for seed in args.seeds]
     rows = []

@@ -64,6 +64,22 @@ def test_h5_round_trip(tmp_path, counts, genes, labels):
     assert adata.uns["scsc_input"]["format"] == "h5"
 
 
+def test_h5_per_cell_datasets_become_obs_columns(tmp_path, counts, labels):
+    """A ``batch`` (or any other per-cell dataset) of an .h5 file is an obs column; a shard reads its rows."""
+    path = tmp_path / "batched.h5"
+    write_h5_counts(path, counts, labels.astype("S"))
+    n = counts.shape[0]
+    batch = np.array([b"run1", b"run2"] * (n // 2) + [b"run1"] * (n % 2))
+    with h5py.File(path, "a") as f:
+        f.create_dataset("batch", data=batch)
+        f.create_dataset("other_shape", data=np.arange(n + 1))  # not one value per cell: left out
+    adata = read(path)
+    assert list(adata.obs["batch"].astype(str)) == [b.decode() for b in batch]
+    assert "other_shape" not in adata.obs
+    part = read(path, shard=lambda total: (1, 3))
+    assert list(part.obs["batch"].astype(str)) == [b.decode() for b in batch[1:3]]
+
+
 def test_h5_without_labels_or_genes(tmp_path, counts):
     path = tmp_path / "bare.h5"
     write_h5_counts(path, counts)

@@ -142,6 +142,9 @@ def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) 
         genes = None
         if "gene_names" in keys:
             genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
+        # Other per-cell annotations (a `batch` of runs or donors, say) become obs columns of the same name.
+        columns = {k: _text(f[k][lo:hi]) for k in sorted(keys - {"X", "Y", "gene_names"})
+                   if isinstance(f[k], h5py.Dataset) and f[k].ndim == 1 and f[k].shape[0] == xd.shape[0]}
     adata = ad.AnnData(X=x)
     adata.obs_names = [f"cell{i}" for i in range(lo, hi)]
     if shard is not None:
@@ -153,9 +156,16 @@ def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) 
     else:
         adata.var_names = [f"gene{j}" for j in range(adata.n_vars)]
         adata.uns["scsc_gene_names"] = False
+    for key, values in columns.items():
+        adata.obs[key] = pd.Categorical(values)
     if labels is not None:
         _attach_labels(adata, labels, path, "Y", rows=(lo, hi))
     return adata
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """A per-cell dataset's values (n,) as strings (byte strings decoded)."""
+    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values], dtype=object)
 
 
 def _read_dense_rows(xd: h5py.Dataset, path: Path, first: int = 0, stop: int | None = None) -> sp.csr_matrix:
