@@ -392,6 +392,67 @@ def ranks_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: Every file of benchmarks/results/ and the command that writes it (listed at the top of docs/benchmarks.md).
+RESULT_COMMANDS = [
+    ("`quality_tuning.csv`",
+     ("`python -m benchmarks.quality --collection tuning --seeds 0 1 2 3 4 --jobs 2 --threads 1 --out "
+      "benchmarks/results/quality_tuning.csv`")),
+    ("`quality_tuning_lineages.csv`",
+     ("the same with `--labels coarse` (the lineage-level annotation) and `--out "
+      "benchmarks/results/quality_tuning_lineages.csv`")),
+    ("`quality.csv`",
+     ("`python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --jobs 2 --threads 1 --out "
+      "benchmarks/results/quality.csv`")),
+    ("`quality_k_tuning.csv`, `quality_k_scoring.csv`",
+     "the tuning and the scoring command with `--k estimated` and `--out` these files"),
+    ("`quality_minibatch.csv`",
+     ("`python -m benchmarks.quality --set minibatch.batch_size=1024 --no-baselines --seeds 0 1 2 --jobs 2 "
+      "--threads 1 --out benchmarks/results/quality_minibatch.csv`")),
+    ("`quality_minibatch_2048.csv`",
+     "the same with `minibatch.batch_size=2048` and `--out benchmarks/results/quality_minibatch_2048.csv`"),
+    ("`timing.csv`",
+     "`bash benchmarks/timing.sh` (alone on the machine)"),
+    ("`under_load.csv`",
+     "`python -m benchmarks.under_load` (alone on the machine)"),
+    ("`scaling.csv`, `scaling_exponents.csv`",
+     ("`python -m benchmarks.scaling --sizes 2000 10000 30000 100000` (alone on the machine); the rows "
+      "marked † (earlier defaults) with `--append` and `--sizes 1000000 --depth 0.1 --no-scanpy`, and "
+      "`--sizes 100000 --resample ../shared/datasets/Grace_CITE_CBMC_counts_top2000.h5`")),
+    ("`ranks.csv`",
+     ("`python -m benchmarks.ranks --cells 200000 --ranks 1 2 4 --set pretrain.ae_epochs=10 --set "
+      "pretrain.gae_epochs=10 --set pretrain.joint_epochs=10 --set cluster.epochs=2` (alone on the "
+      "machine)")),
+    ("`embedding_stages.csv`",
+     ("`python -m benchmarks.embedding_stages --seeds 0 1 2 --jobs 2 --set preprocess.n_pcs=50` (the 50-PC "
+      "input of November 2026; its tables are in the [decision log](decisions.md#stage-table))")),
+    ("`ablation_pancreas2.csv`, `ablation_pancreas2.md`",
+     ("`scsc ablate ../shared/datasets/Maayan_Mouse_Pancreas_cell_2.h5 --preset paper --seeds 0,1 --out "
+      "pancreas_ablate`, its `results.csv` and `summary.md` copied under these names (23 November 2026, "
+      "with the defaults of then: the published input)")),
+]
+
+
+def header_lines() -> list[str]:
+    """The top of docs/benchmarks.md: where every result file comes from and how this page is made."""
+    lines = ["Every file in `benchmarks/results/` comes from one of these commands (2 CPU cores):", "",
+             "| file in `benchmarks/results/` | command |", "|---|---|"]
+    lines += [f"| {files} | {command} |" for files, command in RESULT_COMMANDS]
+    lines += ["",
+              ("Then `python -m benchmarks.report benchmarks/results/quality_tuning.csv "
+               "benchmarks/results/quality_tuning_lineages.csv benchmarks/results/quality.csv "
+               "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
+               "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv "
+               "--minibatch benchmarks/results/quality_minibatch*.csv --ranks "
+               "benchmarks/results/ranks.csv` writes the tables of this page, draws the figures in "
+               "`docs/figures/` and appends the `.md` files of `benchmarks/results/` (the notes under "
+               "the distributed and scaling tables are written by hand). Labels are used only for these "
+               "scores. Defaults are chosen on the tuning collection only; the scoring set reports the "
+               "adopted choice. Every candidate measured, and why it was or was not adopted: the "
+               "[decision log](decisions.md); what each round of these benchmarks said: [Benchmark notes "
+               "by stop](history.md)."), ""]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("quality", type=Path, nargs="+", help="quality CSV(s); several are concatenated")
@@ -420,19 +481,7 @@ def main() -> None:
             return text
         head, _, rest = text.partition("\n")
         return head + earlier_note + "\n" + rest
-    parts = ["# Benchmarks", "",
-             "Produced by `python -m benchmarks.quality --collection tuning|scoring --seeds 0 1 2 3 4 --jobs 2 "
-             "--threads 1` (and the same with `--k estimated`, and for the tuning collection with `--labels coarse`, "
-             "its lineage-level annotation), `bash benchmarks/timing.sh`, "
-             "`python -m benchmarks.under_load` and `python -m benchmarks.scaling` (each alone on the machine), then "
-             "`python -m benchmarks.report benchmarks/results/quality_tuning.csv "
-             "benchmarks/results/quality_tuning_lineages.csv benchmarks/results/quality.csv "
-             "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
-             "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv --minibatch "
-             "benchmarks/results/quality_minibatch*.csv` "
-             "(which also draws the figures in `docs/figures/`). Raw numbers are in `benchmarks/results/`. Labels "
-             "are used only for these scores. Defaults are chosen on the tuning collection only; the scoring set "
-             "reports the adopted choice.", ""]
+    parts = ["# Benchmarks", "", *header_lines()]
     quality = pd.concat([pd.read_csv(q).assign(**({} if "collection" in pd.read_csv(q, nrows=1) else
                                                    {"collection": "scoring"})) for q in args.quality],
                         ignore_index=True)
