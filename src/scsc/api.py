@@ -38,6 +38,7 @@ ALIASES = {
     "n_hvg": "preprocess.n_hvg",
     "n_pcs": "preprocess.n_pcs",
     "log_normalized": "preprocess.log_normalized",
+    "batch_key": "preprocess.batch_key",
     "batch_size": "minibatch.batch_size",
 }
 

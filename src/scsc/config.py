@@ -38,6 +38,9 @@ class PreprocessConfig:
     dense_max_cells: int = 50_000
     #: The input is already log-normalised: skip normalisation and disable the ZINB term.
     log_normalized: bool = False
+    #: An ``obs`` column naming each cell's batch (run, donor, chemistry): HVGs are chosen within each batch and
+    #: the PCA input is corrected by Harmony (scsc/data/batch_correct.py). None: no correction.
+    batch_key: str | None = None
 
 
 @dataclass

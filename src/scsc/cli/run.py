@@ -20,6 +20,11 @@ SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, ma
                     "labels, also while other processes share the cores.")
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default cpu).")
 LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised, not counts (disables ZINB).")
+BATCH_KEY = typer.Option(
+    None, "--batch-key",
+    help="obs column naming each cell's batch (run, donor, chemistry; a .h5 file's 'batch' dataset is read as "
+         "obs column 'batch'): HVGs are chosen within batches and the PCA input is corrected by Harmony. Use it "
+         "when batches differ by more than the cell types you look for (docs/method.md, \"Batches\").")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
 BATCH = typer.Option(None, "--batch-size", min=0,
                      help="Cells per training batch; 0 trains on all cells at once. Default: all cells up to "
@@ -171,6 +176,7 @@ def pretrain(
     label_key: Optional[str] = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
+    batch_key: Optional[str] = BATCH_KEY,
     batch_size: Optional[int] = BATCH,
     checkpoint_every: int = CHECKPOINT_EVERY,
     resume: bool = RESUME,
@@ -188,7 +194,7 @@ def pretrain(
     out = out or default_out(data)
     cfg = build_config(config, sets, seed=seed, device=device, **{
         "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
-        "minibatch.batch_size": batch_size})
+        "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size})
     from ..api import pretrain as run_pretrain  # torch and the model: after the cheap checks of the input
     from ..checkpoint import save_checkpoint
     from ..session import RunControl
@@ -234,6 +240,7 @@ def cluster(
     label_key: Optional[str] = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
+    batch_key: Optional[str] = BATCH_KEY,
     batch_size: Optional[int] = BATCH,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
     checkpoint_every: int = CHECKPOINT_EVERY,
@@ -258,7 +265,8 @@ def cluster(
     cfg = build_config(config, sets, n_clusters, seed=seed, device=device, **{
         "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
         "components.cluster": head, "cluster.epochs": epochs,
-        "preprocess.log_normalized": log_normalized, "minibatch.batch_size": batch_size})
+        "preprocess.log_normalized": log_normalized, "preprocess.batch_key": batch_key,
+        "minibatch.batch_size": batch_size})
     from ..api import run  # torch and the model: after the cheap checks of the input and options
     from ..session import RunControl
 

@@ -18,7 +18,8 @@ from pandas.api.types import union_categoricals
 
 from ..config import PreprocessConfig
 from ..distributed import Context
-from ..errors import InputError
+from ..errors import ConfigError, InputError
+from .batch_correct import batch_labels, harmonize
 from .hvg import sharded_hvg
 from .io import looks_like_counts
 from .pca import scaled_pca
@@ -67,49 +68,32 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     of on the dense cells × HVG block. ``Prepared.adata.X`` is the input's own matrix (not a copy) when the
     input is a float32 CSR matrix and nothing was filtered out; treat it as read-only.
 
-    Raises :class:`InputError` for normalised input without ``log_normalized``, or when filtering leaves
-    fewer than ``min_cells_required`` cells or no genes.
-    """
-    import scanpy as sc
+    With ``config.batch_key`` (an ``obs`` column of ``adata``) the HVGs are chosen within each batch and the PCA
+    input is corrected by Harmony (:mod:`scsc.data.batch_correct`).
 
+    Raises :class:`InputError` for normalised input without ``log_normalized``, for a batch key that is not an
+    obs column, or when filtering leaves fewer than ``min_cells_required`` cells or no genes.
+    """
     where = f"{source}: " if source else ""
     ctx = context or Context()
+    if config.batch_key is not None:
+        if ctx.active:
+            raise ConfigError("--batch-key is not supported in distributed runs yet; correct the batches "
+                              "before (for example with scanpy's external tools) or run in one process")
+        batch_labels(adata.obs, config.batch_key, where)  # refused before the work starts
     counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where, ctx)
+    batches = (None if config.batch_key is None
+               else batch_labels(adata.obs.iloc[np.flatnonzero(cell_mask)], config.batch_key, where))
     n_all = int(ctx.all_sum(np.array([counts.shape[0]], dtype=np.int64))[0])
-    # Every later matrix is derived from `counts`, which is never modified in place: it is also the kept raw
-    # counts (Prepared.adata.X), so no copy of it is needed.
-    a = ad.AnnData(X=counts, var=adata.var[[]].iloc[np.flatnonzero(gene_ok)].copy())
-    if config.log_normalized:
-        size_factors = np.ones(a.n_obs, dtype=np.float32)
-    else:
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        size_factors = (totals / np.median(ctx.all_concat(totals))).astype(np.float32)
-        a.X = _divide_rows(counts, size_factors)
-        sc.pp.log1p(a)
-
-    n_top = min(config.n_hvg, a.n_vars)
-    if n_top < a.n_vars and ctx.active:
-        hvg_mask = sharded_hvg(sp.csr_matrix(a.X), n_top, ctx.all_sum, n_all)
-    elif n_top < a.n_vars:
-        sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat")
-        hvg_mask = a.var["highly_variable"].to_numpy()
-    else:
-        hvg_mask = np.ones(a.n_vars, dtype=bool)
+    a, size_factors = _log_normalised(counts, adata.var, gene_ok, config, ctx)
+    hvg_mask = _hvg_mask(a, min(config.n_hvg, a.n_vars), ctx, n_all, batches)
     hvg = list(a.var_names[hvg_mask])
     expr = a.X if hvg_mask.all() else a.X[:, hvg_mask]
     del a  # the normalised matrix of every kept gene is no longer needed
-    n_obs, n_vars = n_all, expr.shape[1]
-    n_pcs = int(min(config.n_pcs, n_obs - 1, n_vars - 1))
-    if n_pcs < 1:
-        raise InputError(f"{where}too few cells or genes for PCA ({n_obs} cells × {n_vars} genes)")
-    if ctx.active:  # every rank's scores, in rank order: the rows of the kept cells
-        x = ctx.all_concat(scaled_pca(expr, n_pcs, clip=config.scale_clip, total=ctx.all_sum,
-                                      same=ctx.broadcast)[0])
-    elif n_obs > config.dense_max_cells:
-        x, _ = scaled_pca(expr, n_pcs, clip=config.scale_clip)
-    else:
-        x = _dense_scaled_pca(expr, n_pcs, config.scale_clip, seed)
+    x = _pca_input(expr, config, seed, ctx, n_all, where)
     del expr
+    if batches is not None:
+        x = harmonize(x, batches, seed)
     rows = None
     if ctx.active:
         first = ctx.all_concat(np.array([counts.shape[0]], dtype=np.int64))[:ctx.rank].sum()
@@ -124,6 +108,60 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
         rows=rows,
         gene_mask=gene_ok,
     )
+
+
+def _log_normalised(counts: sp.csr_matrix, var: pd.DataFrame, gene_ok: np.ndarray, config: PreprocessConfig,
+                    ctx: Context) -> tuple[ad.AnnData, np.ndarray]:
+    """The kept cells' counts (N × G) divided by their size factors and log1p-transformed (as given for
+    log-normalised input), and the size factors (N,): total counts over their median across all ranks.
+
+    Every later matrix is derived from ``counts``, which is never modified in place: it is also the kept raw
+    counts (Prepared.adata.X), so no copy of it is needed.
+    """
+    import scanpy as sc
+
+    a = ad.AnnData(X=counts, var=var[[]].iloc[np.flatnonzero(gene_ok)].copy())
+    if config.log_normalized:
+        return a, np.ones(a.n_obs, dtype=np.float32)
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    size_factors = (totals / np.median(ctx.all_concat(totals))).astype(np.float32)
+    a.X = _divide_rows(counts, size_factors)
+    sc.pp.log1p(a)
+    return a, size_factors
+
+
+def _hvg_mask(a: ad.AnnData, n_top: int, ctx: Context, n_all: int, batches: np.ndarray | None) -> np.ndarray:
+    """Which of the genes of ``a`` (log-normalised, N × G) are the ``n_top`` highly variable ones (G,): scanpy's
+    seurat flavour, within each batch when ``batches`` (N,) is given; summed over the ranks in a distributed
+    run; every gene when ``n_top`` covers them all."""
+    import scanpy as sc
+
+    if n_top >= a.n_vars:
+        return np.ones(a.n_vars, dtype=bool)
+    if ctx.active:
+        return sharded_hvg(sp.csr_matrix(a.X), n_top, ctx.all_sum, n_all)
+    key = None
+    if batches is not None and len(np.unique(batches)) > 1:
+        key = "batch"
+        a.obs[key] = pd.Categorical(batches)
+    sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat", batch_key=key)
+    return a.var["highly_variable"].to_numpy()
+
+
+def _pca_input(expr: sp.csr_matrix, config: PreprocessConfig, seed: int, ctx: Context, n_all: int,
+               where: str) -> np.ndarray:
+    """Scale and PCA of the HVG expression ``expr`` (this rank's N_r × G) → the model input of all N cells
+    (N × P): dense (arpack) up to ``config.dense_max_cells`` cells, in row chunks above, summed over ranks in a
+    distributed run."""
+    n_pcs = int(min(config.n_pcs, n_all - 1, expr.shape[1] - 1))
+    if n_pcs < 1:
+        raise InputError(f"{where}too few cells or genes for PCA ({n_all} cells × {expr.shape[1]} genes)")
+    if ctx.active:  # every rank's scores, in rank order: the rows of the kept cells
+        return ctx.all_concat(scaled_pca(expr, n_pcs, clip=config.scale_clip, total=ctx.all_sum,
+                                         same=ctx.broadcast)[0])
+    if n_all > config.dense_max_cells:
+        return scaled_pca(expr, n_pcs, clip=config.scale_clip)[0]
+    return _dense_scaled_pca(expr, n_pcs, config.scale_clip, seed)
 
 
 def kept_input(adata: ad.AnnData, prepared: Prepared) -> ad.AnnData:
