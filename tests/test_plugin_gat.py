@@ -37,6 +37,15 @@ def test_gat_encoder_and_its_section_are_registered():
     assert [s.name for s in enc.pretrain_stages(RunConfig())] == ["pretrain_gae"]
 
 
+def test_the_registry_loads_the_plugin_without_torch_geometric(fresh_python):
+    """torch-geometric takes seconds to import: only a run that builds the ``gat`` encoder pays for it."""
+    code = ("import sys; from scsc.plugins import get_registry; from scsc.config import RunConfig; "
+            "r = get_registry(); assert 'gat' in r.names('encoder'); "
+            "print('torch_geometric' in sys.modules, end=' '); "
+            "r.build('encoder', 'gat', RunConfig(), n_input=20, n_genes=0); print('torch_geometric' in sys.modules)")
+    assert fresh_python(code) == "False True"
+
+
 def test_plugin_section_is_validated_like_a_builtin_one(tmp_path):
     from scsc.config import RunConfig
     from scsc.errors import ConfigError

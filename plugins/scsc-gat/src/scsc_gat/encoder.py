@@ -8,7 +8,6 @@ pretraining stage, and its own config section ``[plugin.gat]``. Memory stays lin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -19,14 +18,9 @@ from torch_geometric.nn import GATConv
 from scsc.components.base import Branches, PretrainStage, Views
 from scsc.losses import adjacency_loss
 
+from .settings import GATSettings
 
-@dataclass
-class GATSettings:
-    """``[plugin.gat]``: attention heads of the first layer, its width per head, attention dropout."""
-
-    heads: int = 4
-    hidden: int = 64
-    dropout: float = 0.0
+__all__ = ["GATEncoder", "GATSettings", "edge_index"]
 
 
 def edge_index(adj: Tensor) -> Tensor:
