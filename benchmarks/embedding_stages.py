@@ -103,7 +103,7 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
         s = score(labels, pred)
         rows.append({"stage": stage, "seed": seed, "ari": s["ari"], "nmi": s["nmi"]})
 
-    for stage, z in zip(STAGES, (data.x, out.z_ae, out.z_g, fused, out.z)):
+    for stage, z in zip(STAGES, (data.x, out.z_ae, out.z_g, fused, out.z), strict=True):
         add(stage, kmeans(z.cpu().numpy(), k, cfg.seed)[0])
     add("embedding_leiden", _leiden_on(out.z.cpu().numpy(), k, cfg.seed))
     for restarts in (50, 200):

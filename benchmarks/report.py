@@ -335,10 +335,10 @@ def scaling_plot(df: pd.DataFrame, path: Path) -> None:
     df = df.assign(data=df["data"].fillna("simulated") if "data" in df else "simulated")
     for (command, source), part in df.groupby(["command", "data"]):
         part = part.sort_values("cells")
-        for ax, col in zip(axes, ("seconds", "peak_gb")):
+        for ax, col in zip(axes, ("seconds", "peak_gb"), strict=True):
             ax.plot(part.cells, part[col], marker="o" if source == "simulated" else "s",
                     label=f"{command} ({source})")
-    for ax, label in zip(axes, ("wall time (s)", "peak RSS (GB)")):
+    for ax, label in zip(axes, ("wall time (s)", "peak RSS (GB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("cells")

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 
-
 def measure(cmd: list[str], timeout: float) -> dict:
     """Wall seconds and peak RSS (GB) of ``cmd`` in a fresh process; ``error`` when it fails or times out."""
     t0 = time.perf_counter()

@@ -104,7 +104,7 @@ def test_two_cluster_logreg_gives_each_cluster_its_own_markers(result, sim):
 def test_annotate_assigns_the_planted_types(result, sim):
     a = result.copy()
     ann = sa.annotate_clusters(a, sim.markers)
-    got = dict(zip(ann.clusters["cluster"], ann.clusters["cell_type"]))
+    got = dict(zip(ann.clusters["cluster"], ann.clusters["cell_type"], strict=True))
     assert got == {c: _cluster_type(c) for c in ("0", "1", "2")}
     assert (ann.clusters["confidence"] >= 0.9).all()
     assert (ann.clusters["enrichment_padj"] < 1e-6).all()
@@ -118,7 +118,7 @@ def test_unknown_type_is_unassigned_and_missing_genes_are_reported(result, sim):
     sets = {"type_0": sim.markers["type_0"] + ["NOT_A_GENE"], "type_1": sim.markers["type_1"],
             "decoy": [g for g in a.var_names if g.startswith("GENE")][:20], "B cell": ["MS4A1", "CD79A"]}
     ann = sa.annotate_clusters(a, sets)
-    got = dict(zip(ann.clusters["cluster"], ann.clusters["cell_type"]))
+    got = dict(zip(ann.clusters["cluster"], ann.clusters["cell_type"], strict=True))
     assert got["0"] == "type_0" and got["1"] == "type_1"
     assert got["2"] == sa.UNASSIGNED
     assert ann.clusters.set_index("cluster").loc["2", "reason"]
@@ -227,7 +227,7 @@ def test_cli_full_run(runner, cli_app, files, sim, tmp_path):
     for cluster, part in markers[markers["rank"] <= TOP].groupby("cluster"):
         assert set(part["gene"]) <= set(sim.markers[_cluster_type(cluster)])
     ann = pd.read_csv(out / "annotation.csv", dtype={"cluster": str})
-    assert dict(zip(ann["cluster"], ann["cell_type"])) == {c: _cluster_type(c) for c in ("0", "1", "2")}
+    assert dict(zip(ann["cluster"], ann["cell_type"], strict=True)) == {c: _cluster_type(c) for c in ("0", "1", "2")}
 
     adata = ad.read_h5ad(out / "annotated.h5ad")
     assert (adata.obs["scsc_cell_type"].astype(str) == adata.obs["label"].astype(str)).all()

@@ -192,13 +192,13 @@ def test_wrong_type_is_a_config_error(assignment):
 
 
 def test_assignment_without_equals():
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         RunConfig().override(["graph.k"])
 
 
 def test_booleans_are_not_numbers():
     # TOML true/false must not silently become 1/0 for a numeric field.
-    with pytest.raises(ConfigError, match="graph.k|k"):
+    with pytest.raises(ConfigError, match=r"graph\.k|k"):
         RunConfig().override(["graph.k=true"])
     with pytest.raises(ConfigError):
         RunConfig().override(["loss.zinb=false"])

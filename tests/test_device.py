@@ -71,7 +71,7 @@ def test_every_tensor_of_a_run_is_on_the_device_in_float32(device, batch_size, s
     _need(device)
     seen = Seen()
     _watch_losses(monkeypatch, seen)
-    cfg = RunConfig().override(SETS + [f"device={device}", f"minibatch.batch_size={batch_size}"])
+    cfg = RunConfig().override([*SETS, f"device={device}", f"minibatch.batch_size={batch_size}"])
     session = scsc.RunSession(small_sim.to_anndata(), cfg.override(["cluster.n_clusters=3"]))
     session.prepare()
     d = session.data

@@ -67,7 +67,7 @@ def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
 
 
 def test_distributed_needs_minibatches(sim):
-    cfg = RunConfig().override(SETS + ["minibatch.batch_size=0"])
+    cfg = RunConfig().override([*SETS, "minibatch.batch_size=0"])
     with pytest.raises(ConfigError, match="--batch-size"):
         scsc.run(sim.to_anndata(), n_clusters=4, config=cfg,
                  control=RunControl(context=Context(rank=0, world=2)))
@@ -96,7 +96,7 @@ def test_two_ranks_choose_batches_and_train_zinb_over_hundreds_of_cells(tmp_path
     sim = scsc.simulate(n_cells=900, n_types=3, n_genes=300, seed=2)
     path = tmp_path / "sim900.h5"
     write_h5_counts(path, sim.counts, sim.labels.astype("S"), sim.genes)
-    sets = [x for s in SETS[:-1] + ["model.ae_hidden=[32, 64]", "cluster.epochs=3"] for x in ("--set", s)]
+    sets = [x for s in [*SETS[:-1], "model.ae_hidden=[32, 64]", "cluster.epochs=3"] for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
            "cluster", str(path), "--out", str(tmp_path / "ddp"), "-k", "3", "--no-plots", *sets, "--distributed"]

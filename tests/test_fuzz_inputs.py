@@ -14,9 +14,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import anndata as ad
 import h5py

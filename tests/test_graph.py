@@ -240,9 +240,9 @@ def test_graph_pipeline_on_cbmc_stays_far_below_dense_memory(shared_file):
     import tracemalloc
 
     import pynndescent  # noqa: F401  (imports are not the pipeline's memory)
-    import scanpy  # noqa: F401
-    import sklearn.decomposition  # noqa: F401
-    import sklearn.neighbors  # noqa: F401
+    import scanpy  # noqa: F401 (imported before tracing, as above)
+    import sklearn.decomposition
+    import sklearn.neighbors  # noqa: F401 (imported before tracing, as above)
 
     from scsc.data.io import read
 

@@ -109,7 +109,7 @@ def test_a_run_clusters_z_beside_its_input_unless_the_weight_is_zero(weight):
 
     sim = scsc.simulate(n_cells=150, n_types=3, n_genes=200, seed=2).to_anndata()
     fast = ["pretrain.ae_epochs=3", "pretrain.gae_epochs=3", "pretrain.joint_epochs=3", "cluster.epochs=2"]
-    r = scsc.run(sim, n_clusters=3, config=RunConfig().override(fast + [f"cluster.input_weight={weight}"]))
+    r = scsc.run(sim, n_clusters=3, config=RunConfig().override([*fast, f"cluster.input_weight={weight}"]))
     d, n_pcs = r.embedding.shape[1], r.config.preprocess.n_pcs
     assert r.model.head.centroids.shape == (3, d + n_pcs if weight else d)
     assert r.adata.obsm["X_scsc"].shape[1] == d  # the reported embedding stays Z

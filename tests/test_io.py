@@ -154,7 +154,7 @@ def test_h5ad_bad_layer_and_label_key_name_what_exists(h5ad_file):
 def test_layer_refused_for_other_formats(tmp_path, counts):
     path = tmp_path / "x.h5"
     write_h5_counts(path, counts)
-    with pytest.raises(InputError, match="--layer applies to .h5ad files only"):
+    with pytest.raises(InputError, match=r"--layer applies to \.h5ad files only"):
         read(path, layer="counts")
 
 
@@ -196,7 +196,7 @@ def test_10x_mtx_folder(tmp_path, counts, genes, cells):
 
 def test_folder_without_matrix_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no matrix.mtx"):
+    with pytest.raises(InputError, match=r"no matrix\.mtx"):
         read(tmp_path / "empty")
 
 

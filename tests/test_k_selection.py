@@ -288,7 +288,7 @@ def test_the_k_graphs_follow_the_runs_exact_search_limit(sim4, monkeypatch):
 
 def test_n_clusters_outside_candidates_is_refused(sim4):
     with pytest.raises(ConfigError, match="k_candidates"):
-        scsc.run(sim4, config=RunConfig().override(FAST + ["cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"]))
+        scsc.run(sim4, config=RunConfig().override([*FAST, "cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"]))
     with pytest.raises(ConfigError, match="--n-clusters"):
         scsc.run(sim4, n_clusters="1:3", config=RunConfig().override(FAST))
 

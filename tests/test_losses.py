@@ -8,8 +8,16 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from scsc.components.cluster import sinkhorn_plan, student_t
-from scsc.losses import (adjacency_loss, cross_correlation_feature, cross_correlation_sample, js_divergence,
-                         soft_readout, zinb_nll, zinb_nll_chunked)
+from scsc.losses import (
+    adjacency_loss,
+    cross_correlation_feature,
+    cross_correlation_sample,
+    js_divergence,
+    soft_readout,
+    zinb_nll,
+    zinb_nll_chunked,
+)
+
 
 @pytest.fixture(autouse=True)
 def _float64_inside_these_tests():
@@ -131,7 +139,7 @@ def test_chunked_zinb_equals_the_whole_likelihood_in_value_and_gradient():
     chunked = zinb_nll_chunked(params, hidden, counts, sf, chunk=16)  # 7 chunks, the last one short
     chunked.backward()
     assert chunked.item() == pytest.approx(whole.item(), rel=1e-6)
-    for got, want in zip([w.grad for w in (*head.parameters(), hidden)], expected):
+    for got, want in zip([w.grad for w in (*head.parameters(), hidden)], expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
         assert zinb_nll_chunked(params, hidden, counts, sf, chunk=16).item() == pytest.approx(whole.item(), rel=1e-6)

@@ -99,7 +99,7 @@ def test_augmenter_focus_on_all_cells_gives_the_full_graphs(data):
     model.augment.prepare(data, emb)
     full = [t.to_dense() for t in (model.augment.adj_main, model.augment.adj1, model.augment.adj2)]
     model.augment.focus(np.arange(data.n_cells))
-    for got, want in zip((model.augment.adj_main, model.augment.adj1, model.augment.adj2), full):
+    for got, want in zip((model.augment.adj_main, model.augment.adj1, model.augment.adj2), full, strict=True):
         assert torch.allclose(got.to_dense(), want, atol=1e-6)
     rows = np.arange(0, data.n_cells, 3)
     model.augment.focus(rows)
@@ -107,7 +107,7 @@ def test_augmenter_focus_on_all_cells_gives_the_full_graphs(data):
     assert torch.allclose(model.augment.adj2.to_dense(), full[2][rows][:, rows])
     model.augment.focus(None)
     assert all(torch.equal(a.to_dense(), b) for a, b in zip((model.augment.adj_main, model.augment.adj2),
-                                                              (full[0], full[2])))
+                                                              (full[0], full[2]), strict=True))
 
 
 def test_whole_data_embedding_uses_the_whole_graph_and_attends_within_batches(data, plan):
@@ -196,7 +196,7 @@ def test_centroids_are_refit_after_minibatch_training_only(sim, monkeypatch, bat
     calls = []
     original = SinkhornHead.refit
     monkeypatch.setattr(SinkhornHead, "refit", lambda self, z: (calls.append(z.shape), original(self, z)))
-    cfg = RunConfig().override(FAST + [f"minibatch.batch_size={batch_size}"])
+    cfg = RunConfig().override([*FAST, f"minibatch.batch_size={batch_size}"])
     scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     assert len(calls) == refits
     assert all(shape == (sim.counts.shape[0], 20) for shape in calls)  # on every cell's final embedding
@@ -206,7 +206,7 @@ def test_centroids_are_refit_after_minibatch_training_only(sim, monkeypatch, bat
 
 
 def test_minibatch_run_is_deterministic_and_clusters(sim):
-    cfg = RunConfig().override(FAST + ["minibatch.batch_size=300"])
+    cfg = RunConfig().override([*FAST, "minibatch.batch_size=300"])
     a = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     b = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     assert np.array_equal(a.labels, b.labels)
@@ -217,15 +217,15 @@ def test_minibatch_run_is_deterministic_and_clusters(sim):
 
 
 def test_batch_of_all_cells_is_the_full_batch_run(sim):
-    full = scsc.run(sim.to_anndata(), n_clusters=4, config=RunConfig().override(FAST + ["minibatch.batch_size=0"]))
+    full = scsc.run(sim.to_anndata(), n_clusters=4, config=RunConfig().override([*FAST, "minibatch.batch_size=0"]))
     same = scsc.run(sim.to_anndata(), n_clusters=4,
-                    config=RunConfig().override(FAST + ["minibatch.batch_size=100000"]))
+                    config=RunConfig().override([*FAST, "minibatch.batch_size=100000"]))
     assert np.array_equal(full.labels, same.labels)
     assert full.adata.uns["scsc"]["minibatch"] == {"batch_size": 0}
 
 
 def test_minibatch_with_per_cell_fusion_weights(sim):
-    cfg = RunConfig().override(FAST + ["minibatch.batch_size=300", "model.fusion_weights=cell"])
+    cfg = RunConfig().override([*FAST, "minibatch.batch_size=300", "model.fusion_weights=cell"])
     r = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     a = r.model.fusion.a.detach()
     assert a.shape == (sim.counts.shape[0], 20)
@@ -237,7 +237,7 @@ def test_minibatch_with_per_cell_fusion_weights(sim):
 def test_minibatch_resume_equals_uninterrupted_run(sim, tmp_path, stage, n):
     from test_resume import Interrupt, StopAfter
 
-    cfg = RunConfig().override(FAST + ["minibatch.batch_size=300"])
+    cfg = RunConfig().override([*FAST, "minibatch.batch_size=300"])
     reference = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):

@@ -79,5 +79,5 @@ def test_kernels_compiled_at_import_get_a_cache_too():
         "assert not isinstance(d.squared_euclidean._cache, NullCache), 'import-time kernel not cached'\n"
         "assert numba.njit is before, 'numba.njit not restored'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -209,7 +209,7 @@ def test_duplicate_reaches_the_cli_as_a_user_error(site, runner, cli_app, small_
 def test_list_components_after_loading_the_builtins():
     """``scsc.list_components()`` works after the ``scsc.components`` subpackage is imported."""
     import scsc
-    from scsc.components import cluster  # noqa: F401
+    from scsc.components import cluster  # noqa: F401 (the import under test)
 
     get_registry(refresh=True)
     rows = scsc.list_components()

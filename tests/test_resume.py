@@ -104,7 +104,7 @@ def test_api_resume_refuses_other_data_or_config(sim, tmp_path):
     other = scsc.simulate(n_cells=190, n_types=3, n_genes=300, seed=5).to_anndata()
     with pytest.raises(scsc.InputError, match="different data"):
         scsc.run(other, n_clusters=3, config=cfg, control=RunControl(path, resume=True))
-    with pytest.raises(scsc.ConfigError, match="cluster.lr"):
+    with pytest.raises(scsc.ConfigError, match=r"cluster\.lr"):
         scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(path, resume=True), lr=1e-3)
     with pytest.raises(scsc.InputError, match="no checkpoint"):
         scsc.run(sim.to_anndata(), n_clusters=3, config=cfg, control=RunControl(tmp_path / "none.pt", resume=True))
@@ -193,7 +193,7 @@ def test_cli_resume_refusals(sim, data_file, tmp_path, runner, cli_app):
     assert res.exit_code == 2 and "no checkpoint" in res.output and "Traceback" not in res.output
 
     # A checkpoint of this config, as the CLI would have left it.
-    cfg = RunConfig().override(CLI_SETS + ["cluster.n_clusters=3"])
+    cfg = RunConfig().override([*CLI_SETS, "cluster.n_clusters=3"])
     with pytest.raises(Interrupt):
         scsc.run(sim.to_anndata(), config=cfg, reporter=StopAfter("pretrain: graph AE", 2),
                  control=RunControl(tmp_path / "run" / FILE_NAME, 2))

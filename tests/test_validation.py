@@ -13,9 +13,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -374,7 +374,8 @@ def test_lock_of_a_killed_run_is_taken_over(tmp_path):
 
     out = tmp_path / "stale"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=False)
     (out / LOCK_NAME).write_text(f"{proc.stdout.strip()} {socket.gethostname()}\n")  # that process has ended
     with RunLock(out):
         assert (out / LOCK_NAME).read_text().split()[0] == str(os.getpid())
@@ -394,7 +395,7 @@ def test_concurrent_runs_into_one_folder(tmp_path, small_h5):
         if (out / LOCK_NAME).exists() or first.poll() is not None:
             break
         time.sleep(0.05)
-    second = subprocess.run(cmd, capture_output=True, text=True)
+    second = subprocess.run(cmd, capture_output=True, text=True, check=False)
     _, err = first.communicate(timeout=600)
     assert first.returncode == 0, err
     assert second.returncode == 2 and "another scsc run" in second.stderr and "Traceback" not in second.stderr

@@ -10,14 +10,14 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .threads import apply_wait_policy  # noqa: E402  (before torch is imported: OpenMP reads it at start)
-
-apply_wait_policy()
-
 from typing import TYPE_CHECKING
 
-from ._lazy import submodule_getattr
-from .errors import ConfigError, InputError, ScscError
+from .threads import apply_wait_policy
+
+apply_wait_policy()  # before torch is imported: OpenMP reads the wait policy when it starts
+
+from ._lazy import submodule_getattr  # noqa: E402 (after apply_wait_policy(), which must run first)
+from .errors import ConfigError, InputError, ScscError  # noqa: E402 (after apply_wait_policy())
 
 if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names below load on first access
     from .api import cluster, make_config, pretrain, run
@@ -64,5 +64,20 @@ def list_components() -> list[dict[str, str]]:
             for c in get_registry().all()]
 
 
-__all__ = ["ConfigError", "InputError", "RunConfig", "ScscError", "__version__", "cluster", "list_components",
-           "make_config", "pretrain", "read", "run", "RunControl", "RunSession", "simulate", "write_h5ad"]
+__all__ = [
+    "ConfigError",
+    "InputError",
+    "RunConfig",
+    "RunControl",
+    "RunSession",
+    "ScscError",
+    "__version__",
+    "cluster",
+    "list_components",
+    "make_config",
+    "pretrain",
+    "read",
+    "run",
+    "simulate",
+    "write_h5ad",
+]

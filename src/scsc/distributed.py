@@ -124,7 +124,7 @@ class Context:
         pad[:len(t)] = t
         parts = [torch.empty_like(pad) for _ in range(self.world)]
         dist.all_gather(parts, pad)
-        return np.concatenate([p[:int(n)].numpy() for p, n in zip(parts, sizes)])
+        return np.concatenate([p[:int(n)].numpy() for p, n in zip(parts, sizes, strict=True)])
 
     def raise_if_any(self, error: Exception | None) -> None:
         """Raise on every rank when any rank has an ``error`` (the lowest rank's), so that no rank waits in a

@@ -19,7 +19,7 @@ def cluster_accuracy(y_true, y_pred) -> tuple[float, np.ndarray]:
     w = np.zeros((size, size), dtype=np.int64)
     np.add.at(w, (p, t), 1)
     rows, cols = linear_sum_assignment(-w)
-    mapping = dict(zip(rows, cols))
+    mapping = dict(zip(rows, cols, strict=True))
     mapped = np.array([mapping[c] for c in p])
     return float((mapped == t).mean()), mapped
 

@@ -7,7 +7,7 @@ uniformly sampled cell pairs. ``tests/test_losses.py`` checks every fast form ag
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .components.base import Branches, Views, capability, check_contract
 from .config import RunConfig
 from .data.bundle import TrainData
-from .components.base import Branches, Views, capability, check_contract
 from .losses import adjacency_loss
 from .plugins import Registry, get_registry
 

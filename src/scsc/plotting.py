@@ -8,12 +8,12 @@ import anndata as ad
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .data.io import atomic_path  # noqa: E402
-from .numba_cache import cache_umap_kernels  # noqa: E402
+from .data.io import atomic_path
+from .numba_cache import cache_umap_kernels
 
 
 def _save(fig, path: Path) -> None:
@@ -59,7 +59,7 @@ def umap_plot(adata: ad.AnnData, path: str | Path, seed: int = 0) -> None:
         adata.obsm["X_umap"] = xy
     shown = "" if rows is None else f" ({tmp.n_obs:,} of {n:,} cells)"
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes[0], keys, strict=True):
         # Categories of every cell, not only the drawn ones: the colours match a full figure.
         cats = pd.Categorical(obs[key], categories=pd.Categorical(adata.obs[key]).categories)
         cmap = plt.get_cmap("tab20", max(len(cats.categories), 1))
@@ -80,7 +80,7 @@ def loss_plot(history: pd.DataFrame, path: str | Path) -> None:
     """One panel per stage, one curve per loss term (log scale)."""
     stages = list(dict.fromkeys(history["stage"]))
     fig, axes = plt.subplots(1, len(stages), figsize=(4.5 * len(stages), 3.6), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
+    for ax, stage in zip(axes[0], stages, strict=True):
         part = history[history["stage"] == stage]
         for col in part.columns:
             if col in {"stage", "epoch"}:
@@ -135,7 +135,7 @@ def k_tree_plot(obs: pd.DataFrame, keys: list[str], path: str | Path) -> None:
         order = list(sizes.index)
         if row > 0:  # place each cluster under the parent that holds most of its cells
             parent = pd.crosstab(pd.Categorical(obs[key]), pd.Categorical(obs[keys[row - 1]]))
-            x_parent = {c: pos[-1][p] for p, c in zip(parent.idxmax(axis=1), parent.index)}
+            x_parent = {c: pos[-1][p] for p, c in zip(parent.idxmax(axis=1), parent.index, strict=True)}
             order = sorted(order, key=lambda c: (x_parent.get(c, 0.0), c))
         xs = {c: (i + 0.5) / len(order) for i, c in enumerate(order)}
         pos.append(xs)

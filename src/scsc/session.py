@@ -42,10 +42,17 @@ from .k_selection import KSelection, partition_at, select_k
 from .memory import release_free_memory
 from .model import ScSiameseClu
 from .plugins import Registry
-from .train import CLUSTER, WARMUP, Reporter, TrainState, embed_cells, pretrained_embedding, seed_everything
+from .train import (
+    CLUSTER,
+    WARMUP,
+    Reporter,
+    TrainState,
+    embed_cells,
+    pretrained_embedding,
+    seed_everything,
+    train_clustering,
+)
 from .train import pretrain as pretrain_stages
-from .train import train_clustering
-
 
 #: Values of ``cluster.estimated_start``: where the head starts when K is estimated.
 ESTIMATED_STARTS = ("partition", "kmeans")

@@ -56,8 +56,8 @@ PRESETS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "paper": ("every published ablation: losses and modules, augmentation swaps, head swaps",
               LOSSES + AUGMENT + HEADS),
     "losses": ("the loss and module ablations only", LOSSES),
-    "augment": ("full model and the augmentation swaps", [LOSSES[0]] + AUGMENT),
-    "heads": ("full model and the clustering-head swaps", [LOSSES[0]] + HEADS),
+    "augment": ("full model and the augmentation swaps", [LOSSES[0], *AUGMENT]),
+    "heads": ("full model and the clustering-head swaps", [LOSSES[0], *HEADS]),
 }
 
 

@@ -172,7 +172,7 @@ def bar_chart(study: Study, summary: dict[str, list[VariantSummary]], path: Path
     width = 0.8 / len(METRICS)
     x = np.arange(n_var)
     colors = plt.get_cmap("tab10")
-    for ax, (ds, items) in zip(axes[:, 0], summary.items()):
+    for ax, (ds, items) in zip(axes[:, 0], summary.items(), strict=True):
         for j, k in enumerate(METRICS):
             means = np.array([s.mean[k] for s in items], dtype=float)
             stds = np.array([s.std[k] for s in items], dtype=float)

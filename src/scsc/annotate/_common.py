@@ -41,7 +41,7 @@ def read_result(path: str | Path, cluster_key: str = CLUSTER_KEY, layer: str | N
         raise InputError(f"{path}: expected an .h5ad file (result.h5ad of scsc cluster, or a scanpy AnnData)")
     try:
         adata = ad.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise assorted errors on bad files
+    except Exception as exc:  # noqa: BLE001 (h5py/anndata raise assorted errors on bad files)
         raise InputError(f"{path}: cannot read as .h5ad ({type(exc).__name__})") from None
     check_clustered(adata, cluster_key, layer, where=str(path))
     return adata

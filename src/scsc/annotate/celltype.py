@@ -97,7 +97,7 @@ def _read_mapping(path: Path, kind: str) -> dict[str, list[str]]:
             data = tomllib.loads(text)
         else:
             data = json.loads(text)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any parser error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot parse as {kind.upper()} ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of cell type → genes at the top level")
@@ -380,8 +380,8 @@ def _label_cells(adata: ad.AnnData, groups: pd.Categorical, clusters: pd.DataFra
                  key_added: str) -> None:
     """Write each cell's cluster type and confidence to ``obs`` and the N × T set scores to ``obsm``."""
     codes = np.asarray(groups.codes)
-    assigned = dict(zip(clusters["cluster"], clusters["cell_type"]))
-    confidence = dict(zip(clusters["cluster"], clusters["confidence"]))
+    assigned = dict(zip(clusters["cluster"], clusters["cell_type"], strict=True))
+    confidence = dict(zip(clusters["cluster"], clusters["confidence"], strict=True))
     labels = np.array([assigned[str(groups.categories[k])] if k >= 0 else None for k in codes], dtype=object)
     cats = list(dict.fromkeys([t for t in clusters["cell_type"] if t != UNASSIGNED]))
     if (clusters["cell_type"] == UNASSIGNED).any():
@@ -400,7 +400,7 @@ def _set_score(lognorm: ad.AnnData, genes: list[str], seed: int) -> np.ndarray:
         scored = sc.tl.score_genes(lognorm, genes, ctrl_size=50, random_state=seed, copy=True, use_raw=False,
                                    score_name="_s")
         return scored.obs["_s"].to_numpy(dtype=np.float64)
-    except Exception:  # tiny gene universes: score_genes cannot bin the controls
+    except Exception:  # noqa: BLE001 (tiny gene universes: score_genes cannot bin the controls)
         x = lognorm.X
         idx = lognorm.var_names.get_indexer(genes)
         return np.asarray(x[:, idx].mean(axis=1)).ravel() - np.asarray(x.mean(axis=1)).ravel()

@@ -8,11 +8,11 @@ import anndata as ad
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from ..data.io import atomic_path  # noqa: E402
-from .markers import _GROUP, prepare_groups, top_markers  # noqa: E402
+from ..data.io import atomic_path
+from .markers import _GROUP, prepare_groups, top_markers
 
 FORMATS = ("png", "svg")
 

@@ -254,7 +254,7 @@ def cross_validate(reference: ad.AnnData, key: str = "cell_type", *, n_splits: i
         "fold_accuracy": fold_acc, "fold_macro_f1": fold_f1, "n_splits": k, "n_cells": len(y),
         "n_types": len(types),
         "per_type": {str(t): {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
-                     for t, a, b, c, d in zip(types, prec, rec, f1, sup)},
-        "small_types": [str(t) for t, s in zip(types, sizes) if s < k],
+                     for t, a, b, c, d in zip(types, prec, rec, f1, sup, strict=True)},
+        "small_types": [str(t) for t, s in zip(types, sizes, strict=True) if s < k],
         "predictions": pred.astype(str),
     }

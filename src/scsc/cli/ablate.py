@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -105,25 +105,25 @@ def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, l
 def ablate(
     targets: list[Path] = typer.Argument(
         ..., help="A study file (.toml), or one or more data files together with --preset.", show_default=False),
-    preset: Optional[str] = typer.Option(
+    preset: str | None = typer.Option(
         None, "--preset", "-p", help="Built-in variant list: paper (every published ablation), losses, augment, "
                                      "heads. With a study file, its variants are added after the preset's."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study folder (default: <name>_ablate). "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Study folder (default: <name>_ablate). "
                                        "Re-running into the same folder resumes."),
-    seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 or 0-4 (overrides the study's)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0,
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 or 0-4 (overrides the study's)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=0,
                                          help="Clustering epochs of every variant (cluster.epochs)."),
-    sets: Optional[list[str]] = typer.Option(
+    sets: list[str] | None = typer.Option(
         None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
                             "pretrain.ae_epochs=50. A variant's own settings still win."),
-    n_clusters: Optional[int] = typer.Option(
+    n_clusters: int | None = typer.Option(
         None, "--n-clusters", "-k", min=2,
         help="Number of clusters for every dataset (default: the config's, else estimated from the pretrained "
              "embedding as in scsc cluster)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Cells run in parallel worker processes "
                              "(0: one after another in this process, for debugging)."),
-    layer: Optional[str] = LAYER,
-    label_key: Optional[str] = LABEL_KEY,
+    layer: str | None = LAYER,
+    label_key: str | None = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show the plan; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or tables."),

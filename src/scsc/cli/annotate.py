@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -30,24 +30,24 @@ OUTPUT_FILES = (
 @app.command()
 @user_errors
 def annotate(
-    result: Optional[Path] = typer.Argument(
+    result: Path | None = typer.Argument(
         None, show_default=False, metavar="RESULT.h5ad",
         help="Clustered .h5ad: result.h5ad of scsc cluster, or any scanpy AnnData (see --cluster-key)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Path | None = typer.Option(None, "--out", "-o",
                                        help="Output folder (default: <RESULT folder>/annotate)."),
     cluster_key: str = typer.Option("scsc_cluster", "--cluster-key", help="obs column with the clusters."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Read counts from this layer instead of X."),
+    layer: str | None = typer.Option(None, "--layer", help="Read counts from this layer instead of X."),
     method: str = typer.Option("wilcoxon", "--method", "-m", help="Marker test: wilcoxon | t-test | logreg."),
     top: int = typer.Option(10, "--top", "-n", min=1, help="Top markers per cluster in the table and plots."),
     n_genes: int = typer.Option(100, "--n-genes", min=0,
                                 help="Rows per cluster in markers.csv (0: all genes)."),
-    markers: Optional[Path] = typer.Option(
+    markers: Path | None = typer.Option(
         None, "--markers", help="Marker sets, cell type → genes (.toml, .json, .csv/.tsv, .gmt)."),
     min_confidence: float = typer.Option(
         0.5, "--min-confidence", min=0.0, max=1.0,
         help="Clusters whose confidence (share of cells voting for the best type) is lower are "
              "'unassigned'."),
-    reference: Optional[Path] = typer.Option(
+    reference: Path | None = typer.Option(
         None, "--reference", help="Labelled reference (.h5ad, or .h5 with Y) to transfer cell types from."),
     reference_key: str = typer.Option("cell_type", "--reference-key",
                                       help=".h5ad reference: obs column with the cell types."),
@@ -126,7 +126,7 @@ def _check_args(result: Path | None, out: Path | None, method: str, markers: Pat
     return out
 
 
-def _check_out(out: Path, overwrite: bool, result: Optional[Path]) -> None:
+def _check_out(out: Path, overwrite: bool, result: Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise ScscError(f"{out}: exists and is not a folder")
     if result is not None and (out / "annotated.h5ad").resolve() == result.resolve():

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError, ScscError
-from rich.markup import escape
-
 from .app import app, console, err_console, print_json, user_errors
 
 FILE = typer.Argument(..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx folder, .csv/.tsv(.gz).",

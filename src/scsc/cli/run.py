@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -54,7 +54,7 @@ N_CLUSTERS = typer.Option(
 PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pretrain (skips pretraining).")
 
 
-def build_config(config: Optional[Path], sets: Optional[list[str]], n_clusters: str | None = None,
+def build_config(config: Path | None, sets: list[str] | None, n_clusters: str | None = None,
                  **options) -> RunConfig:
     """Config file, then ``--set`` overrides, then explicit options (those not None), then ``--n-clusters``
     (when given). Every check that needs no plugin runs before the registry loads them."""
@@ -167,17 +167,17 @@ def _rank_input(ctx, adata, path: Path, layer, label_key, transpose) -> tuple[An
 def pretrain(
     data: Path = FILE,
     out: Path = OUT,
-    config: Optional[Path] = CONFIG,
-    sets: Optional[list[str]] = SET,
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder component (see scsc components)."),
-    seed: Optional[int] = SEED,
-    device: Optional[str] = DEVICE,
-    layer: Optional[str] = LAYER,
-    label_key: Optional[str] = LABEL_KEY,
+    config: Path | None = CONFIG,
+    sets: list[str] | None = SET,
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder component (see scsc components)."),
+    seed: int | None = SEED,
+    device: str | None = DEVICE,
+    layer: str | None = LAYER,
+    label_key: str | None = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
-    batch_key: Optional[str] = BATCH_KEY,
-    batch_size: Optional[int] = BATCH,
+    batch_key: str | None = BATCH_KEY,
+    batch_size: int | None = BATCH,
     checkpoint_every: int = CHECKPOINT_EVERY,
     resume: bool = RESUME,
     distributed: bool = DISTRIBUTED,
@@ -226,22 +226,22 @@ def cluster(
     data: Path = FILE,
     out: Path = OUT,
     n_clusters: str = N_CLUSTERS,
-    augment: Optional[str] = typer.Option(None, "--augment", help="dual | noise | graph | none | plugin."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
-    head: Optional[str] = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 5)."),
-    pretrained: Optional[Path] = PRETRAINED,
-    config: Optional[Path] = CONFIG,
-    sets: Optional[list[str]] = SET,
-    seed: Optional[int] = SEED,
-    device: Optional[str] = DEVICE,
-    layer: Optional[str] = LAYER,
-    label_key: Optional[str] = LABEL_KEY,
+    augment: str | None = typer.Option(None, "--augment", help="dual | noise | graph | none | plugin."),
+    encoder: str | None = typer.Option(None, "--encoder", help="siamese | ae | graph | plugin."),
+    fusion: str | None = typer.Option(None, "--fusion", help="siamese | mean | plugin."),
+    head: str | None = typer.Option(None, "--cluster", help="sinkhorn | dec | kmeans | plugin."),
+    epochs: int | None = typer.Option(None, "--epochs", min=0, help="Clustering epochs (default 5)."),
+    pretrained: Path | None = PRETRAINED,
+    config: Path | None = CONFIG,
+    sets: list[str] | None = SET,
+    seed: int | None = SEED,
+    device: str | None = DEVICE,
+    layer: str | None = LAYER,
+    label_key: str | None = LABEL_KEY,
     transpose: bool = TRANSPOSE,
     log_normalized: bool = LOGNORM,
-    batch_key: Optional[str] = BATCH_KEY,
-    batch_size: Optional[int] = BATCH,
+    batch_key: str | None = BATCH_KEY,
+    batch_size: int | None = BATCH,
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write umap.png and loss.png."),
     checkpoint_every: int = CHECKPOINT_EVERY,
     resume: bool = RESUME,

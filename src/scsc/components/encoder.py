@@ -7,6 +7,7 @@ Both branches are applied to the two views with the same weights (siamese). ``si
 from __future__ import annotations
 
 from functools import partial
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -28,7 +29,7 @@ class ZINBParams(NamedTuple):
 
 def _mlp(sizes: list[int], slope: float, last_act: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or last_act:
             layers.append(nn.LeakyReLU(slope))
@@ -110,10 +111,10 @@ class GraphAE(nn.Module):
         enc = [n_input, *hidden, latent]
         dec = [latent, *reversed(hidden), n_input]
         self.enc_layers = nn.ModuleList(
-            GraphLayer(a, b, activation=i < len(enc) - 2) for i, (a, b) in enumerate(zip(enc[:-1], enc[1:]))
+            GraphLayer(a, b, activation=i < len(enc) - 2) for i, (a, b) in enumerate(pairwise(enc))
         )
         self.dec_layers = nn.ModuleList(
-            GraphLayer(a, b, activation=i < len(dec) - 2) for i, (a, b) in enumerate(zip(dec[:-1], dec[1:]))
+            GraphLayer(a, b, activation=i < len(dec) - 2) for i, (a, b) in enumerate(pairwise(dec))
         )
 
     @staticmethod

@@ -155,7 +155,7 @@ def drop_dissimilar_edges(a: sp.spmatrix, z: np.ndarray, fraction: float) -> sp.
         return a.copy()
     upper = sp.triu(a, k=1).tocsr()
     sims = edge_cosine(upper, z)
-    n_drop = int(round(fraction * upper.nnz))
+    n_drop = int(round(fraction * upper.nnz))  # noqa: RUF046 (older NumPy: round(np.float64) is a float)
     if n_drop == 0:
         return a.copy()
     # Stable order so ties are broken by edge position, not by chance.

@@ -194,7 +194,7 @@ def _read_10x_h5(path: Path) -> ad.AnnData:
 
     try:
         adata = sc.read_10x_h5(path)
-    except Exception as exc:  # scanpy raises assorted errors on malformed files
+    except Exception as exc:  # noqa: BLE001 (scanpy raises assorted errors on malformed files)
         raise InputError(f"{path}: cannot read as a 10x HDF5 file ({_reason(exc)})") from None
     _unique_gene_names(adata, path)
     adata.X = _to_csr(adata.X, path)
@@ -210,7 +210,7 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     try:
         with np.errstate(over="ignore"):  # a count beyond float32 becomes inf, refused below with a clear error
             adata = sc.read_10x_mtx(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any reader error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot read as a 10x mtx folder ({_reason(exc)})") from None
     _unique_gene_names(adata, path)
     adata.X = _to_csr(adata.X, path)
@@ -231,7 +231,7 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
                 all_labels = src.obs[label_key].to_numpy()  # checked as a whole, as one read would
             src = src[rows[0]:rows[1]].to_memory()
             src.uns["scsc_rows"] = list(rows)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any reader error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot read as .h5ad ({_reason(exc)})") from None
     if layer is not None:
         if layer not in src.layers:
@@ -264,7 +264,7 @@ def _read_table(path: Path, transpose: bool) -> ad.AnnData:
     sep = "\t" if ".tsv" in path.name.lower() or ".txt" in path.name.lower() else ","
     try:
         df = pd.read_csv(path, sep=sep, index_col=0)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (any reader error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot parse as a table ({_reason(exc)})") from None
     if transpose:
         df = df.T

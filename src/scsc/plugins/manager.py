@@ -7,8 +7,9 @@ registered name such as ``scsc.components.cluster``).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pluggy
 

@@ -3,7 +3,7 @@ evaluation batches (or batch by batch for a fusion that cannot confine it)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
