@@ -93,8 +93,7 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
     model.eval()
     with torch.no_grad():
         views = model.augment.clean_views(data.x)
-        out = model.forward(views.x1, views.x2, views.adj1, views.adj2, model.augment.adj_main,
-                            propagation=False)
+        out = model.forward(views, model.augment.adj_main, propagation=False)
         fusion = model.fusion
         fused = fusion.a * out.z_ae + fusion.b * out.z_g
     rows = []

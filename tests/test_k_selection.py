@@ -18,6 +18,7 @@ from scsc.errors import ConfigError
 from scsc.k_selection import (
     CLEAR_RATIO,
     KSelection,
+    Subsampling,
     choose_k,
     cluster_connectivity,
     merge_path,
@@ -112,7 +113,7 @@ def test_select_k_finds_well_separated_blobs(k):
 def test_large_data_is_scored_on_subsamples_of_the_calibrated_size():
     sel = select_k(blobs(4, per=1500), seed=0)
     assert sel.k == 4 and "subsamples of 2,000 cells" in sel.reason
-    small = select_k(blobs(4, per=1500), seed=0, max_cells=10_000)
+    small = select_k(blobs(4, per=1500), seed=0, subsample=Subsampling(max_cells=10_000))
     assert small.k == 4 and "subsamples" not in small.reason
 
 

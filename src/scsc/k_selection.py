@@ -43,6 +43,19 @@ from .leiden import EXACT_MAX_CELLS, knn_connectivities, leiden
 SAMPLE_CELLS = 2000
 #: Subsamples whose scores are averaged.
 SAMPLE_REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Subsampling:
+    """How :func:`select_k` scores large data: above ``max_cells`` cells, on ``repeats`` seeded random
+    subsamples of ``max_cells`` cells, their scores averaged (defaults: ``SAMPLE_CELLS``, ``SAMPLE_REPEATS``)."""
+
+    max_cells: int = SAMPLE_CELLS
+    repeats: int = SAMPLE_REPEATS
+
+
+#: The subsampling of a run (the sizes the threshold was chosen at).
+SUBSAMPLING = Subsampling()
 #: The estimate is called clear when the next split (K + 1 clusters) is at least this many times more connected
 #: than the weakest split kept (the score of K), scores below ``SCORE_FLOOR`` counting as ``SCORE_FLOOR``. On
 #: simulated types every run had a ratio of 10 or more; on the tuning collection's annotated continua and
@@ -251,20 +264,20 @@ def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
 
 
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
-             allowed: Sequence[int] | None = None, max_cells: int = SAMPLE_CELLS,
-             repeats: int = SAMPLE_REPEATS, min_fraction: float = 0.0,
-             exact_max_cells: int = EXACT_MAX_CELLS) -> KSelection:
+             allowed: Sequence[int] | None = None, *, subsample: Subsampling = SUBSAMPLING,
+             min_fraction: float = 0.0, exact_max_cells: int = EXACT_MAX_CELLS) -> KSelection:
     """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
 
-    Above ``max_cells`` cells the merge path is computed on ``repeats`` seeded random subsamples of that many
-    cells and the scores of each K are averaged (a K enters when every subsample reaches it): the score falls
-    as cells are added, so the threshold holds at the size it was chosen at, whatever the size of the data.
+    Above ``subsample.max_cells`` cells the merge path is computed on ``subsample.repeats`` seeded random
+    subsamples of that many cells (:class:`Subsampling`) and the scores of each K are averaged (a K enters when
+    every subsample reaches it): the score falls as cells are added, so the threshold holds at the size it was
+    chosen at, whatever the size of the data.
     ``allowed`` (candidate K values) restricts the choice; when its largest value exceeds the Leiden count,
     the resolution is raised so that the merge path reaches it. A cluster of fewer than ``min_fraction`` of
     the (subsampled) cells does not count: it is merged into its most connected neighbour first. The graphs'
     neighbours are exact up to ``exact_max_cells`` cells (``graph.exact_max_cells`` in a run).
     """
-    n = z.shape[0]
+    n, max_cells, repeats = z.shape[0], subsample.max_cells, subsample.repeats
     target = max(allowed) if allowed else 0
     if n <= max_cells:
         runs = [_merge_path_of(z, resolution, seed, target, min_fraction, exact_max_cells)]

@@ -55,11 +55,12 @@ class ScSiameseClu(nn.Module):
                             and capability(self.fusion, "takes_shard"))
 
     # ------------------------------------------------------------------ passes
-    def forward(self, x1: Tensor, x2: Tensor, adj1: Tensor, adj2: Tensor, adj_main: Tensor,
-                rows: Tensor | None = None, groups: list[Tensor] | None = None, propagation: bool = True,
-                shard=None) -> Forward:
-        """Both views through the shared branches, then fusion over ``adj_main`` → Z (N × d).
+    def forward(self, views: Views, adj_main: Tensor, rows: Tensor | None = None,
+                groups: list[Tensor] | None = None, propagation: bool = True, shard=None) -> Forward:
+        """Both views through the shared branches, then fusion over ``adj_main`` (N × N) → Z (N × d).
 
+        ``views``: :class:`~scsc.components.base.Views`, the expression matrices x1, x2 (N × P) and the sparse
+        graphs adj1, adj2 (N × N) of the two views, as the augmenter's ``views``/``clean_views`` give them.
         ``rows`` (B,) names the cells of a minibatch (the inputs are then B × P and B × B); None: all cells.
         ``groups`` (index tensors partitioning all N cells; fusions declaring ``takes_groups`` only) confines the
         fusion's attention to each group, as in minibatch training, over whole-data inputs.
@@ -70,10 +71,10 @@ class ScSiameseClu(nn.Module):
         branches in the result are this rank's rows, Z is whole.
         """
         if shard is not None:
-            br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=False, shard=shard)
+            br = self.encoder.encode_views(views, propagation=False, shard=shard)
             z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups, shard=shard)
             return Forward(br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation, z=z)
-        br = self.encoder.encode_views(Views(x1, x2, adj1, adj2), propagation=propagation)
+        br = self.encoder.encode_views(views, propagation=propagation)
         if groups is not None:
             z = self.fusion(br.z_ae, br.z_g, adj_main, groups=groups)
         elif rows is not None and self._fusion_takes_rows:
@@ -93,8 +94,7 @@ class ScSiameseClu(nn.Module):
         was = self.training
         self.eval()
         v = self.augment.clean_views(data.x)
-        out = self.forward(v.x1, v.x2, v.adj1, v.adj2, self.augment.adj_main, rows=rows, groups=groups,
-                           propagation=False, shard=shard)
+        out = self.forward(v, self.augment.adj_main, rows=rows, groups=groups, propagation=False, shard=shard)
         self.train(was)
         return out.z
 

@@ -267,6 +267,16 @@ def cluster(
         "components.cluster": head, "cluster.epochs": epochs,
         "preprocess.log_normalized": log_normalized, "preprocess.batch_key": batch_key,
         "minibatch.batch_size": batch_size})
+    _cluster(data, out, cfg, pretrained=pretrained, layer=layer, label_key=label_key, transpose=transpose,
+             plots=plots, checkpoint_every=checkpoint_every, resume=resume, distributed=distributed,
+             overwrite=overwrite, quiet=quiet, as_json=as_json)
+
+
+def _cluster(data: Path, out: Path, cfg: RunConfig, *, pretrained: Path | None, layer: str | None,
+             label_key: str | None, transpose: bool, plots: bool, checkpoint_every: int, resume: bool,
+             distributed: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
+    """``scsc cluster`` once its input and options are checked: train (as one rank of a torchrun job when
+    ``distributed``), then on rank 0 write the run folder and its pretraining."""
     from ..api import run  # torch and the model: after the cheap checks of the input and options
     from ..session import RunControl
 

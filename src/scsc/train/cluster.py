@@ -97,6 +97,6 @@ def _cluster_loss(model: ScSiameseClu, d: TrainData, rows: torch.Tensor | None, 
                   refresh: bool, want: set[str], weights) -> tuple[torch.Tensor | float, dict]:
     """Weighted sum of the clustering stage's named terms for one epoch on ``d`` (all cells or one batch)."""
     v = model.augment.views(d.x, generator)
-    out = model.forward(v.x1, v.x2, v.adj1, v.adj2, model.augment.adj_main, rows=rows)
+    out = model.forward(v, model.augment.adj_main, rows=rows)
     terms = model.clustering_terms(d, out, generator, weights.adj_negatives, refresh, want)
     return sum(getattr(weights, k) * t for k, t in terms.items()), terms

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..components.base import Views
 from ..data.batches import BatchPlan
 from ..data.bundle import TrainData
 from ..distributed import Context, RowShard
@@ -60,11 +61,11 @@ def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPla
         model.eval()
         groups = None if batches is None else _groups(model, data, batches)
         if batches is None or groups is not None:
-            z = model.forward(data.x, data.x, data.adj, data.adj, data.adj, groups=groups, propagation=False,
-                              shard=_shard(model, data, groups, context)).z
+            z = model.forward(Views(data.x, data.x, data.adj, data.adj), data.adj, groups=groups,
+                              propagation=False, shard=_shard(model, data, groups, context)).z
         else:
             def one(d: TrainData, rows: np.ndarray, r: torch.Tensor) -> torch.Tensor:
-                return model.forward(d.x, d.x, d.adj, d.adj, d.adj, rows=r).z
+                return model.forward(Views(d.x, d.x, d.adj, d.adj), d.adj, rows=r).z
 
             z = _by_batches(data, batches, one)
         model.train(was)
