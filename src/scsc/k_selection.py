@@ -263,6 +263,15 @@ def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
     return _merge_path_of(x, resolution, seed, k, min_fraction, exact_max_cells)[1].get(k)
 
 
+def _subsamples(n: int, subsample: Subsampling, seed: int) -> list[np.ndarray | None]:
+    """The sorted rows of each seeded random subsample of ``subsample.max_cells`` out of ``n`` cells; [None] (all
+    cells) when there are no more than that."""
+    if n <= subsample.max_cells:
+        return [None]
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(n, subsample.max_cells, replace=False)) for _ in range(subsample.repeats)]
+
+
 def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
              allowed: Sequence[int] | None = None, *, subsample: Subsampling = SUBSAMPLING,
              min_fraction: float = 0.0, exact_max_cells: int = EXACT_MAX_CELLS) -> KSelection:
@@ -279,13 +288,8 @@ def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, s
     """
     n, max_cells, repeats = z.shape[0], subsample.max_cells, subsample.repeats
     target = max(allowed) if allowed else 0
-    if n <= max_cells:
-        runs = [_merge_path_of(z, resolution, seed, target, min_fraction, exact_max_cells)]
-    else:
-        rng = np.random.default_rng(seed)
-        runs = [_merge_path_of(z[np.sort(rng.choice(n, max_cells, replace=False))], resolution, seed, target,
-                               min_fraction, exact_max_cells)
-                for _ in range(repeats)]
+    runs = [_merge_path_of(z if rows is None else z[rows], resolution, seed, target, min_fraction, exact_max_cells)
+            for rows in _subsamples(n, subsample, seed)]
     common = set.intersection(*(set(sc) for sc, _, _ in runs))
     scores = {k: float(np.mean([sc[k] for sc, _, _ in runs])) for k in sorted(common)}
     res = max(r for _, _, r in runs)

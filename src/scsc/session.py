@@ -29,7 +29,7 @@ import torch
 from . import __version__
 from .checkpoint import Checkpointer, check_same_data, load_checkpoint, restore_rng, rng_state
 from .components.base import capability
-from .config import RunConfig, check_device
+from .config import ClusterConfig, RunConfig, check_device
 from .data.batches import BatchPlan, distributed_batch_size, plan_batches
 from .data.io import LABEL_KEY
 from .data.prepare import batch_summary, fingerprint, plan, prepare
@@ -139,6 +139,25 @@ class RunControl:
     input_rows: Callable[[int, int], ad.AnnData] | None = None
 
 
+def _check_cluster_config(c: ClusterConfig) -> None:
+    """Refuse, before any work, values of the ``cluster`` section that no run can use."""
+    for k in ([c.n_clusters] if c.n_clusters is not None else []) + list(c.k_candidates):
+        if k < 2:
+            raise ConfigError("n_clusters must be at least 2")
+    if c.input_weight < 0 or c.kmeans_restarts < 1:
+        raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
+                          f"{c.input_weight:g} and {c.kmeans_restarts})")
+    if not 0 <= c.k_min_size < 0.5:
+        raise ConfigError(f"cluster.k_min_size is a fraction of the cells, at least 0 and below 0.5 (got "
+                          f"{c.k_min_size:g})")
+    if c.estimated_start not in ESTIMATED_STARTS:
+        raise ConfigError(f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
+                          f"{c.estimated_start!r})")
+    if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
+        raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
+                          f"{list(c.k_candidates)}")
+
+
 class RunSession:
     """The state of one run (data, model, RNG, checkpoints, distributed context) and its steps.
 
@@ -154,22 +173,7 @@ class RunSession:
         self.ctx = control.context or Context()
         checkpoint = control.checkpoint
         check_device(config.device)
-        c = config.cluster
-        for k in ([c.n_clusters] if c.n_clusters is not None else []) + list(c.k_candidates):
-            if k < 2:
-                raise ConfigError("n_clusters must be at least 2")
-        if c.input_weight < 0 or c.kmeans_restarts < 1:
-            raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
-                              f"{c.input_weight:g} and {c.kmeans_restarts})")
-        if not 0 <= c.k_min_size < 0.5:
-            raise ConfigError(f"cluster.k_min_size is a fraction of the cells, at least 0 and below 0.5 (got "
-                              f"{c.k_min_size:g})")
-        if c.estimated_start not in ESTIMATED_STARTS:
-            raise ConfigError(f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
-                              f"{c.estimated_start!r})")
-        if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
-            raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
-                              f"{list(c.k_candidates)}")
+        _check_cluster_config(config.cluster)
         if self.ctx.active and config.minibatch.batch_size is not None and config.minibatch.batch_size <= 0:
             raise ConfigError("distributed training runs on minibatches, and --batch-size "
                               f"{config.minibatch.batch_size} trains all cells at once; pass a positive one")

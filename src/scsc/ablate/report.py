@@ -104,6 +104,25 @@ def _pretrain_times(study: Study, out: Path, dataset: str) -> list[float]:
     return times
 
 
+def _table_row(s: VariantSummary, is_baseline: bool, best: dict[str, float]) -> str:
+    """One variant's row of a dataset's table in ``summary.md``: mean ± std per metric (the column's ``best``
+    mean in bold), Δ against the reference variant, time, peak memory and runs."""
+    name = _md_escape(s.variant) + (f" (= {_md_escape(s.same_as)})" if s.same_as else "")
+    if is_baseline:
+        name = f"*{name}*"
+    cells = [name]
+    for k in METRICS:
+        txt = f"{_f(s.mean[k])} ± {_f(s.std[k])}" if np.isfinite(s.mean[k]) else "–"
+        if np.isfinite(s.mean[k]) and np.isclose(s.mean[k], best[k], rtol=0, atol=5e-7):
+            txt = f"**{txt}**"
+        cells.append(txt)
+    for k in METRICS:
+        cells.append("—" if is_baseline else _f(s.delta[k], signed=True))
+    runs = f"{s.n_ok}/{s.n_ok + s.n_error}" + (" ⚠" if s.n_error else "")
+    cells += [_f(s.time_s, 1), _f(s.peak_mem_mb, 0), runs]
+    return "| " + " | ".join(cells) + " |"
+
+
 def summary_markdown(study: Study, summary: dict[str, list[VariantSummary]], out: Path | None = None) -> str:
     """The text of ``summary.md``."""
     n_ok = sum(s.n_ok for items in summary.values() for s in items)
@@ -130,21 +149,7 @@ def summary_markdown(study: Study, summary: dict[str, list[VariantSummary]], out
         head = ["variant", *(LABELS[k] for k in METRICS), *(f"Δ{LABELS[k]}" for k in METRICS), "time (s)",
                 "peak mem (MiB)", "runs"]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for s in items:
-            name = _md_escape(s.variant) + (f" (= {_md_escape(s.same_as)})" if s.same_as else "")
-            if s.variant == study.baseline:
-                name = f"*{name}*"
-            cells = [name]
-            for k in METRICS:
-                txt = f"{_f(s.mean[k])} ± {_f(s.std[k])}" if np.isfinite(s.mean[k]) else "–"
-                if np.isfinite(s.mean[k]) and np.isclose(s.mean[k], best[k], rtol=0, atol=5e-7):
-                    txt = f"**{txt}**"
-                cells.append(txt)
-            for k in METRICS:
-                cells.append("—" if s.variant == study.baseline else _f(s.delta[k], signed=True))
-            runs = f"{s.n_ok}/{s.n_ok + s.n_error}" + (" ⚠" if s.n_error else "")
-            cells += [_f(s.time_s, 1), _f(s.peak_mem_mb, 0), runs]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += [_table_row(s, s.variant == study.baseline, best) for s in items]
         failed = [(s.variant, e) for s in items for e in s.errors]
         if failed:
             lines += ["", "Failed cells:", ""]

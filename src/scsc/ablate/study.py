@@ -34,6 +34,7 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,6 +394,35 @@ def _dataset(entry: Any, index: int, base_dir: Path | None, lines: _Lines, probl
                        transpose=bool(entry.get("transpose", False)), n_clusters=k)
 
 
+def _variant_sets(sets_raw: Any, label: str, at: Callable[..., int | None], registry,
+                  problems: _Problems) -> dict[str, Any]:
+    """The valid entries of a variant's ``set`` table (dotted key → value); ``at(*tokens)``: a problem's line."""
+    sets: dict[str, Any] = {}
+    if not isinstance(sets_raw, dict):
+        problems.add(at("set"), f"{label}: set must be a table of dotted keys, e.g. set = {{ \"loss.zinb\" = 0 }}")
+        return sets
+    for dotted, value in _flatten(sets_raw).items():
+        last = dotted.split(".")[-1]
+        why = check_key(dotted)
+        if dotted == "seed":
+            why = "the seed is set by the study's seeds list, not per variant"
+        if why:
+            problems.add(at(dotted, last), f"{label}: set key {dotted!r}: {why}")
+            continue
+        why = _value_error(dotted, value)
+        if why:
+            problems.add(at(dotted, last), f"{label}: set {why}")
+            continue
+        if dotted.startswith("components."):
+            try:
+                registry.get(dotted.split(".", 1)[1], value)
+            except ScscError as exc:
+                problems.add(at(dotted, last), f"{label}: {exc}")
+                continue
+        sets[dotted] = value
+    return sets
+
+
 def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _Lines, registry,
              problems: _Problems) -> Variant | None:
     def at(*tokens: str) -> int | None:
@@ -424,30 +454,7 @@ def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _L
                 problems.add(at(f'"{value}"', kind), f"{label}: {exc}")
                 continue
             components[kind] = value
-    sets_raw = raw.get("set", {})
-    sets: dict[str, Any] = {}
-    if not isinstance(sets_raw, dict):
-        problems.add(at("set"), f"{label}: set must be a table of dotted keys, e.g. set = {{ \"loss.zinb\" = 0 }}")
-    else:
-        for dotted, value in _flatten(sets_raw).items():
-            last = dotted.split(".")[-1]
-            why = check_key(dotted)
-            if dotted == "seed":
-                why = "the seed is set by the study's seeds list, not per variant"
-            if why:
-                problems.add(at(dotted, last), f"{label}: set key {dotted!r}: {why}")
-                continue
-            why = _value_error(dotted, value)
-            if why:
-                problems.add(at(dotted, last), f"{label}: set {why}")
-                continue
-            if dotted.startswith("components."):
-                try:
-                    registry.get(dotted.split(".", 1)[1], value)
-                except ScscError as exc:
-                    problems.add(at(dotted, last), f"{label}: {exc}")
-                    continue
-            sets[dotted] = value
+    sets = _variant_sets(raw.get("set", {}), label, at, registry, problems)
     description = raw.get("description", "")
     return Variant(name=name.strip(), components=components, sets=sets, description=str(description))
 

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -210,6 +211,30 @@ class AnnotationOptions:
     seed: int = 0
 
 
+def _checked_inputs(adata: ad.AnnData, marker_sets: dict[str, list[str]] | str | Path, cluster_key: str,
+                    layer: str | None) -> dict[str, list[str]]:
+    """The marker sets (read from their file unless given as a dict), once ``adata`` is checked to be
+    clustered, to hold ``layer`` and to name its genes."""
+    if not isinstance(marker_sets, dict):
+        marker_sets = read_marker_sets(marker_sets)
+    check_clustered(adata, cluster_key, layer)
+    if not has_gene_names(adata):
+        raise InputError("the data have no gene names (genes are indices only, as in the shared .h5 files), "
+                         "so marker sets cannot be matched to genes; use data with gene names")
+    return marker_sets
+
+
+def _uns_record(cluster_key: str, min_confidence: float, options: AnnotationOptions, types: list[str],
+                missing: dict[str, list[str]], sets_without_genes: list[str]) -> dict[str, Any]:
+    """``uns["scsc_annotation"]``: the settings, the cell types scored, and the marker genes not found."""
+    return {
+        "cluster_key": cluster_key, "min_confidence": float(min_confidence), "alpha": float(options.alpha),
+        "n_top": int(options.n_top), "cell_types": types,
+        "missing_genes": {t: list(v) for t, v in missing.items()},
+        "sets_without_genes": sets_without_genes,
+    }
+
+
 def annotate_clusters(
     adata: ad.AnnData,
     marker_sets: dict[str, list[str]] | str | Path,
@@ -238,12 +263,7 @@ def annotate_clusters(
     Returns:
         An :class:`Annotation` (tables for ``annotation.csv`` and friends; missing marker genes).
     """
-    if not isinstance(marker_sets, dict):
-        marker_sets = read_marker_sets(marker_sets)
-    check_clustered(adata, cluster_key, layer)
-    if not has_gene_names(adata):
-        raise InputError("the data have no gene names (genes are indices only, as in the shared .h5 files), "
-                         "so marker sets cannot be matched to genes; use data with gene names")
+    marker_sets = _checked_inputs(adata, marker_sets, cluster_key, layer)
     genes_table, missing = match_marker_sets(marker_sets, adata.var_names)
     if lognorm is None:
         lognorm, _ = log_normalize(adata, layer)
@@ -262,12 +282,8 @@ def annotate_clusters(
     clusters = pd.DataFrame([_call_cluster(scores[scores["cluster"] == str(c)], min_confidence, options.alpha)
                              for c in groups.categories])
     _label_cells(adata, groups, clusters, cell_df, options.key_added)
-    adata.uns["scsc_annotation"] = {
-        "cluster_key": cluster_key, "min_confidence": float(min_confidence), "alpha": float(options.alpha),
-        "n_top": int(options.n_top), "cell_types": types,
-        "missing_genes": {t: list(v) for t, v in missing.items()},
-        "sets_without_genes": [t for t in marker_sets if not used[t]],
-    }
+    unused = [t for t in marker_sets if not used[t]]
+    adata.uns["scsc_annotation"] = _uns_record(cluster_key, min_confidence, options, types, missing, unused)
     return Annotation(clusters=clusters, scores=scores, cell_scores=cell_df, genes=genes_table,
                       missing=missing)
 

@@ -22,6 +22,17 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=130, bbox_inches="tight", format=path.suffix[1:])
 
 
+def _save_formats(fig, base: Path) -> list[Path]:
+    """Save ``fig`` as ``base``.png and .svg (:data:`FORMATS`), then close it; the paths written."""
+    written = []
+    for fmt in FORMATS:
+        path = base.parent / f"{base.name}.{fmt}"
+        _save(fig, path)
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def marker_plots(lognorm: ad.AnnData, markers: pd.DataFrame, cluster_key: str, out: str | Path,
                  top: int = 10, stem: str = "markers") -> list[Path]:
     """Write ``{stem}_dotplot.{png,svg}`` and ``{stem}_heatmap.{png,svg}`` of the ``top`` markers per cluster.
@@ -47,18 +58,9 @@ def marker_plots(lognorm: ad.AnnData, markers: pd.DataFrame, cluster_key: str, o
     dp = sc.pl.dotplot(sub, var_names=genes, groupby=cluster_key, standard_scale="var", show=False,
                        return_fig=True, title=f"top {top} markers per cluster")
     dp.make_figure()
-    for fmt in FORMATS:
-        path = out / f"{stem}_dotplot.{fmt}"
-        _save(dp.fig, path)
-        written.append(path)
-    plt.close(dp.fig)
+    written += _save_formats(dp.fig, out / f"{stem}_dotplot")
 
     axes = sc.pl.heatmap(sub, var_names=genes, groupby=cluster_key, standard_scale="var", show=False,
                          cmap="viridis", dendrogram=False)
-    fig = next(iter(axes.values())).figure
-    for fmt in FORMATS:
-        path = out / f"{stem}_heatmap.{fmt}"
-        _save(fig, path)
-        written.append(path)
-    plt.close(fig)
+    written += _save_formats(next(iter(axes.values())).figure, out / f"{stem}_heatmap")
     return written

@@ -49,10 +49,23 @@ class ReferenceClassifier:
         return self.clf.predict_proba(self.transform(x, counts))
 
 
+def _highly_variable(lx: sp.csr_matrix, ok: np.ndarray, n_hvg: int) -> np.ndarray:
+    """Column indices of the ``n_hvg`` most variable genes among columns ``ok`` of the log-normalised ``lx``
+    (N × G; Seurat flavour), or all of ``ok`` when there are no more."""
+    import scanpy as sc
+
+    if ok.size <= n_hvg:
+        return ok
+    tmp = ad.AnnData(X=lx[:, ok])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(tmp, n_top_genes=n_hvg, flavor="seurat")
+    return ok[tmp.var["highly_variable"].to_numpy()]
+
+
 def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bool, *, n_hvg: int = 2000,
                    n_pcs: int = 50, seed: int = 0, C: float = 1.0) -> ReferenceClassifier:
     """Fit the pipeline on reference expression ``x`` (N × G shared genes) with labels ``y`` (N,)."""
-    import scanpy as sc
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
 
@@ -65,14 +78,7 @@ def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bo
     if ok.size < 2:
         raise InputError("fewer than 2 shared genes are expressed in the reference; "
                          "cannot train a classifier")
-    if ok.size > n_hvg:
-        tmp = ad.AnnData(X=lx[:, ok])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sc.pp.highly_variable_genes(tmp, n_top_genes=n_hvg, flavor="seurat")
-        hvg = ok[tmp.var["highly_variable"].to_numpy()]
-    else:
-        hvg = ok
+    hvg = _highly_variable(lx, ok, n_hvg)
     # cells × reference HVGs (N × ≤2000): linear in N
     dense = np.asarray(lx[:, hvg].toarray(), dtype=np.float64)
     mean = dense.mean(axis=0)

@@ -100,28 +100,37 @@ def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, l
     return study, default_out
 
 
+TARGETS = typer.Argument(
+    ..., help="A study file (.toml), or one or more data files together with --preset.", show_default=False)
+PRESET = typer.Option(
+    None, "--preset", "-p", help="Built-in variant list: paper (every published ablation), losses, augment, "
+                                 "heads. With a study file, its variants are added after the preset's.")
+STUDY_OUT = typer.Option(None, "--out", "-o", help="Study folder (default: <name>_ablate). "
+                                                   "Re-running into the same folder resumes.")
+SEEDS = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 or 0-4 (overrides the study's).")
+EPOCHS = typer.Option(None, "--epochs", min=0, help="Clustering epochs of every variant (cluster.epochs).")
+SETS = typer.Option(
+    None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
+                        "pretrain.ae_epochs=50. A variant's own settings still win.")
+N_CLUSTERS = typer.Option(
+    None, "--n-clusters", "-k", min=2,
+    help="Number of clusters for every dataset (default: the config's, else estimated from the pretrained "
+         "embedding as in scsc cluster).")
+JOBS = typer.Option(1, "--jobs", "-j", min=0, help="Cells run in parallel worker processes "
+                    "(0: one after another in this process, for debugging).")
+
+
 @app.command()
 @user_errors
 def ablate(
-    targets: list[Path] = typer.Argument(
-        ..., help="A study file (.toml), or one or more data files together with --preset.", show_default=False),
-    preset: str | None = typer.Option(
-        None, "--preset", "-p", help="Built-in variant list: paper (every published ablation), losses, augment, "
-                                     "heads. With a study file, its variants are added after the preset's."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Study folder (default: <name>_ablate). "
-                                       "Re-running into the same folder resumes."),
-    seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 or 0-4 (overrides the study's)."),
-    epochs: int | None = typer.Option(None, "--epochs", min=0,
-                                         help="Clustering epochs of every variant (cluster.epochs)."),
-    sets: list[str] | None = typer.Option(
-        None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
-                            "pretrain.ae_epochs=50. A variant's own settings still win."),
-    n_clusters: int | None = typer.Option(
-        None, "--n-clusters", "-k", min=2,
-        help="Number of clusters for every dataset (default: the config's, else estimated from the pretrained "
-             "embedding as in scsc cluster)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=0, help="Cells run in parallel worker processes "
-                             "(0: one after another in this process, for debugging)."),
+    targets: list[Path] = TARGETS,
+    preset: str | None = PRESET,
+    out: Path | None = STUDY_OUT,
+    seeds: str | None = SEEDS,
+    epochs: int | None = EPOCHS,
+    sets: list[str] | None = SETS,
+    n_clusters: int | None = N_CLUSTERS,
+    jobs: int = JOBS,
     layer: str | None = LAYER,
     label_key: str | None = LABEL_KEY,
     transpose: bool = TRANSPOSE,

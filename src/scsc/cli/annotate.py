@@ -27,39 +27,48 @@ OUTPUT_FILES = (
 )
 
 
+RESULT = typer.Argument(
+    None, show_default=False, metavar="RESULT.h5ad",
+    help="Clustered .h5ad: result.h5ad of scsc cluster, or any scanpy AnnData (see --cluster-key).")
+ANNOTATE_OUT = typer.Option(None, "--out", "-o", help="Output folder (default: <RESULT folder>/annotate).")
+N_GENES = typer.Option(100, "--n-genes", min=0, help="Rows per cluster in markers.csv (0: all genes).")
+MARKERS = typer.Option(
+    None, "--markers", help="Marker sets, cell type → genes (.toml, .json, .csv/.tsv, .gmt).")
+MIN_CONFIDENCE = typer.Option(
+    0.5, "--min-confidence", min=0.0, max=1.0,
+    help="Clusters whose confidence (share of cells voting for the best type) is lower are "
+         "'unassigned'.")
+REFERENCE = typer.Option(
+    None, "--reference", help="Labelled reference (.h5ad, or .h5 with Y) to transfer cell types from.")
+REFERENCE_KEY = typer.Option("cell_type", "--reference-key",
+                             help=".h5ad reference: obs column with the cell types.")
+CV = typer.Option(False, "--cv", help="Report stratified 5-fold cross-validated accuracy and "
+                  "macro-F1 of the classifier on the reference (RESULT may then be omitted).")
+MIN_PROBABILITY = typer.Option(
+    0.0, "--min-probability", min=0.0, max=1.0,
+    help="Transferred labels below this probability become 'unassigned'.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace the files of an earlier annotate run.")
+
+
 @app.command()
 @user_errors
 def annotate(
-    result: Path | None = typer.Argument(
-        None, show_default=False, metavar="RESULT.h5ad",
-        help="Clustered .h5ad: result.h5ad of scsc cluster, or any scanpy AnnData (see --cluster-key)."),
-    out: Path | None = typer.Option(None, "--out", "-o",
-                                       help="Output folder (default: <RESULT folder>/annotate)."),
+    result: Path | None = RESULT,
+    out: Path | None = ANNOTATE_OUT,
     cluster_key: str = typer.Option("scsc_cluster", "--cluster-key", help="obs column with the clusters."),
     layer: str | None = typer.Option(None, "--layer", help="Read counts from this layer instead of X."),
     method: str = typer.Option("wilcoxon", "--method", "-m", help="Marker test: wilcoxon | t-test | logreg."),
     top: int = typer.Option(10, "--top", "-n", min=1, help="Top markers per cluster in the table and plots."),
-    n_genes: int = typer.Option(100, "--n-genes", min=0,
-                                help="Rows per cluster in markers.csv (0: all genes)."),
-    markers: Path | None = typer.Option(
-        None, "--markers", help="Marker sets, cell type → genes (.toml, .json, .csv/.tsv, .gmt)."),
-    min_confidence: float = typer.Option(
-        0.5, "--min-confidence", min=0.0, max=1.0,
-        help="Clusters whose confidence (share of cells voting for the best type) is lower are "
-             "'unassigned'."),
-    reference: Path | None = typer.Option(
-        None, "--reference", help="Labelled reference (.h5ad, or .h5 with Y) to transfer cell types from."),
-    reference_key: str = typer.Option("cell_type", "--reference-key",
-                                      help=".h5ad reference: obs column with the cell types."),
-    cv: bool = typer.Option(False, "--cv", help="Report stratified 5-fold cross-validated accuracy and "
-                            "macro-F1 of the classifier on the reference (RESULT may then be omitted)."),
-    min_probability: float = typer.Option(
-        0.0, "--min-probability", min=0.0, max=1.0,
-        help="Transferred labels below this probability become 'unassigned'."),
+    n_genes: int = N_GENES,
+    markers: Path | None = MARKERS,
+    min_confidence: float = MIN_CONFIDENCE,
+    reference: Path | None = REFERENCE,
+    reference_key: str = REFERENCE_KEY,
+    cv: bool = CV,
+    min_probability: float = MIN_PROBABILITY,
     seed: int = typer.Option(0, "--seed", help="Random seed (control genes, PCA, classifier, folds)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write the dot plot and heat map."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace the files of an earlier annotate run."),
+    overwrite: bool = OVERWRITE,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success (notes included)."),
 ) -> None:

@@ -84,6 +84,11 @@ def info(
         return
     if "warning" in facts:
         err_console.print(f"[bold yellow]warning:[/] {escape(facts['warning'])}", highlight=False, soft_wrap=True)
+    console.print(_facts_table(path, facts))
+
+
+def _facts_table(path: Path, facts: dict) -> Table:
+    """``scsc info``'s table of the facts :func:`~scsc.data.io.summarize` found in ``path``."""
     table = Table(title=str(path), show_header=False)
     table.add_column("fact", style="bold")
     table.add_column("value")
@@ -104,7 +109,7 @@ def info(
     else:
         table.add_row("labels", "none")
     table.add_row("ready for scsc cluster", "yes" if facts["clusterable"] else "[yellow]no[/] (see the warning)")
-    console.print(table)
+    return table
 
 
 @app.command()

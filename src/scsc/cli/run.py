@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +193,9 @@ def pretrain(
     """
     require_input(data)
     out = out or default_out(data)
-    cfg = build_config(config, sets, seed=seed, device=device, **{
-        "components.encoder": encoder, "preprocess.log_normalized": log_normalized,
-        "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size})
+    options = {"components.encoder": encoder, "preprocess.log_normalized": log_normalized,
+               "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size}
+    cfg = build_config(config, sets, seed=seed, device=device, **options)
     from ..api import pretrain as run_pretrain  # torch and the model: after the cheap checks of the input
     from ..checkpoint import save_checkpoint
     from ..session import RunControl
@@ -262,42 +263,53 @@ def cluster(
     """
     require_input(data)
     out = out or default_out(data)
-    cfg = build_config(config, sets, n_clusters, seed=seed, device=device, **{
-        "components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
-        "components.cluster": head, "cluster.epochs": epochs,
-        "preprocess.log_normalized": log_normalized, "preprocess.batch_key": batch_key,
-        "minibatch.batch_size": batch_size})
-    _cluster(data, out, cfg, pretrained=pretrained, layer=layer, label_key=label_key, transpose=transpose,
-             plots=plots, checkpoint_every=checkpoint_every, resume=resume, distributed=distributed,
-             overwrite=overwrite, quiet=quiet, as_json=as_json)
+    options = {"components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
+               "components.cluster": head, "cluster.epochs": epochs, "preprocess.log_normalized": log_normalized,
+               "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size}
+    cfg = build_config(config, sets, n_clusters, seed=seed, device=device, **options)
+    training = _Training(layer, label_key, transpose, checkpoint_every, resume, distributed, overwrite, quiet)
+    _cluster(data, out, cfg, pretrained, training, plots, as_json)
 
 
-def _cluster(data: Path, out: Path, cfg: RunConfig, *, pretrained: Path | None, layer: str | None,
-             label_key: str | None, transpose: bool, plots: bool, checkpoint_every: int, resume: bool,
-             distributed: bool, overwrite: bool, quiet: bool, as_json: bool) -> None:
-    """``scsc cluster`` once its input and options are checked: train (as one rank of a torchrun job when
-    ``distributed``), then on rank 0 write the run folder and its pretraining."""
+@dataclass(frozen=True)
+class _Training:
+    """The options of ``scsc cluster`` on how to read the input and to train (see the command's options)."""
+
+    layer: str | None
+    label_key: str | None
+    transpose: bool
+    checkpoint_every: int
+    resume: bool
+    distributed: bool
+    overwrite: bool
+    quiet: bool
+
+
+def _cluster(data: Path, out: Path, cfg: RunConfig, pretrained: Path | None, t: _Training, plots: bool,
+             as_json: bool) -> None:
+    """``scsc cluster`` once its input and options are checked: train (as one rank of a torchrun job with
+    --distributed), then on rank 0 write the run folder and its pretraining."""
     from ..api import run  # torch and the model: after the cheap checks of the input and options
     from ..session import RunControl
 
-    ck_path = start_checkpoint(out, cfg, resume, overwrite)
-    adata = None if distributed else _read(data, layer, label_key, transpose)
+    ck_path = start_checkpoint(out, cfg, t.resume, t.overwrite)
+    adata = None if t.distributed else _read(data, t.layer, t.label_key, t.transpose)
 
     def work(ctx):
-        mine, readers = _rank_input(ctx, adata, data, layer, label_key, transpose)
-        with RichReporter(err_console, enabled=not (quiet or as_json) and ctx.is_main) as rep:
-            control = RunControl(ck_path, checkpoint_every, resume, keep_checkpoint=True, context=ctx,
+        mine, readers = _rank_input(ctx, adata, data, t.layer, t.label_key, t.transpose)
+        with RichReporter(err_console, enabled=not (t.quiet or as_json) and ctx.is_main) as rep:
+            control = RunControl(ck_path, t.checkpoint_every, t.resume, keep_checkpoint=True, context=ctx,
                                  source=str(data), **readers)
             return run(mine, config=cfg, pretrained=pretrained, reporter=rep, control=control)
 
-    ctx, result = train_in_context(distributed, cfg.device, ck_path, work)
+    ctx, result = train_in_context(t.distributed, cfg.device, ck_path, work)
     if not ctx.is_main:
         return  # rank 0 writes the results (every rank has checked that its labels are the same)
     # The run's pretraining, for --pretrained: the file it started from, or out/pretrain.pt, which is written
     # unless an earlier one is there (from scsc pretrain, say) and --overwrite was not given.
     own = out / "pretrain.pt"
-    write = pretrained is None and (overwrite or not own.exists())
-    _finish(result, out, ck_path, plots, quiet, as_json, pretrained or (own if write else None), write)
+    write = pretrained is None and (t.overwrite or not own.exists())
+    _finish(result, out, ck_path, plots, t.quiet, as_json, pretrained or (own if write else None), write)
 
 
 def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool,

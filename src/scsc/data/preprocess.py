@@ -56,6 +56,16 @@ class Prepared:
         return int(self.x.shape[0])
 
 
+def _check_batch_key(adata: ad.AnnData, batch_key: str | None, ctx: Context, where: str) -> None:
+    """Refuse, before the work starts, a ``batch_key`` that is not an obs column or a distributed run with one."""
+    if batch_key is None:
+        return
+    if ctx.active:
+        raise ConfigError("--batch-key is not supported in distributed runs yet; correct the batches "
+                          "before (for example with scanpy's external tools) or run in one process")
+    batch_labels(adata.obs, batch_key, where)
+
+
 def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_cells_required: int = 2,
                source: str | Path | None = None, context: Context | None = None) -> Prepared:
     """Run METHOD §1 on ``adata`` (raw counts, N × G); deterministic for a given ``seed``.
@@ -76,11 +86,7 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     """
     where = f"{source}: " if source else ""
     ctx = context or Context()
-    if config.batch_key is not None:
-        if ctx.active:
-            raise ConfigError("--batch-key is not supported in distributed runs yet; correct the batches "
-                              "before (for example with scanpy's external tools) or run in one process")
-        batch_labels(adata.obs, config.batch_key, where)  # refused before the work starts
+    _check_batch_key(adata, config.batch_key, ctx, where)
     counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where, ctx)
     batches = (None if config.batch_key is None
                else batch_labels(adata.obs.iloc[np.flatnonzero(cell_mask)], config.batch_key, where))
