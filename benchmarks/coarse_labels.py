@@ -16,17 +16,47 @@ from __future__ import annotations
 
 import numpy as np
 
-_ZHENG = {"bcells": "B", "monocytes": "monocyte", "nk": "NK", "memoryt": "CD4 T", "naivet": "CD4 T",
-          "regulatoryt": "CD4 T", "thelper": "CD4 T", "cytotoxict": "CD8 T", "naivecytotoxic": "CD8 T"}
+_ZHENG = {
+    "bcells": "B",
+    "monocytes": "monocyte",
+    "nk": "NK",
+    "memoryt": "CD4 T",
+    "naivet": "CD4 T",
+    "regulatoryt": "CD4 T",
+    "thelper": "CD4 T",
+    "cytotoxict": "CD8 T",
+    "naivecytotoxic": "CD8 T",
+}
 
 
-_DING = {"B cell": "B", "CD14+ monocyte": "monocyte", "CD16+ monocyte": "monocyte", "Dendritic cell": "DC",
-         "Plasmacytoid dendritic cell": "DC", "Natural killer cell": "NK", "CD4+ T cell": "CD4 T",
-         "Cytotoxic T cell": "CD8 T", "Megakaryocyte": "megakaryocyte"}
-_VAN_GALEN = {"HSC": "stem/progenitor", "Prog": "stem/progenitor", "GMP": "myeloid", "ProMono": "myeloid",
-              "Mono": "myeloid", "cDC": "DC", "pDC": "DC", "earlyEry": "erythroid", "lateEry": "erythroid",
-              "ProB": "B lineage", "B": "B lineage", "Plasma": "B lineage", "T": "T/NK", "CTL": "T/NK",
-              "NK": "T/NK"}
+_DING = {
+    "B cell": "B",
+    "CD14+ monocyte": "monocyte",
+    "CD16+ monocyte": "monocyte",
+    "Dendritic cell": "DC",
+    "Plasmacytoid dendritic cell": "DC",
+    "Natural killer cell": "NK",
+    "CD4+ T cell": "CD4 T",
+    "Cytotoxic T cell": "CD8 T",
+    "Megakaryocyte": "megakaryocyte",
+}
+_VAN_GALEN = {
+    "HSC": "stem/progenitor",
+    "Prog": "stem/progenitor",
+    "GMP": "myeloid",
+    "ProMono": "myeloid",
+    "Mono": "myeloid",
+    "cDC": "DC",
+    "pDC": "DC",
+    "earlyEry": "erythroid",
+    "lateEry": "erythroid",
+    "ProB": "B lineage",
+    "B": "B lineage",
+    "Plasma": "B lineage",
+    "T": "T/NK",
+    "CTL": "T/NK",
+    "NK": "T/NK",
+}
 
 
 def _haber(label: str) -> str:
@@ -43,9 +73,13 @@ def _camp(label: str) -> str:
     return label.rstrip("0123456789")  # AP1, AP2 → AP; BP1, BP2 → BP; N1–N3 → N
 
 
-COARSE = {"Zheng_sortedPBMC_MUDAN": _ZHENG.__getitem__, "Haber_intestine_10x_scDesign2": _haber,
-          "Camp_fetal_brain_SOUP": _camp, "Ding2020_PBMC_10xv2v3_scDesign3Py": _DING.__getitem__,
-          "vanGalen2019_BM_SeqWell": _VAN_GALEN.__getitem__}
+COARSE = {
+    "Zheng_sortedPBMC_MUDAN": _ZHENG.__getitem__,
+    "Haber_intestine_10x_scDesign2": _haber,
+    "Camp_fetal_brain_SOUP": _camp,
+    "Ding2020_PBMC_10xv2v3_scDesign3Py": _DING.__getitem__,
+    "vanGalen2019_BM_SeqWell": _VAN_GALEN.__getitem__,
+}
 
 
 def coarse_labels(stem: str, labels: np.ndarray) -> np.ndarray:

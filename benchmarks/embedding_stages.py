@@ -34,8 +34,18 @@ import pandas as pd
 from benchmarks.quality import DATA, run_tasks
 
 STAGES = ["input", "z_ae", "z_g", "fused", "embedding"]
-OPERATORS = ["embedding_leiden", "embedding_restarts_50", "embedding_restarts_200", "drop_0", "drop_0.2",
-             "drop_0.3", "drop_0.5", "jaccard", "self_half", "no_propagation"]
+OPERATORS = [
+    "embedding_leiden",
+    "embedding_restarts_50",
+    "embedding_restarts_200",
+    "drop_0",
+    "drop_0.2",
+    "drop_0.3",
+    "drop_0.5",
+    "jaccard",
+    "self_half",
+    "no_propagation",
+]
 
 
 def _jaccard(a):
@@ -122,10 +132,14 @@ def _stages(path: str, seed: int, overrides: list[str], threads: int) -> list[di
     kept = drop_dissimilar_edges(data.knn, z_pre, default_drop)
     n = data.n_cells
     deg = np.asarray(kept.sum(axis=1)).ravel().astype(np.float32)
-    half = sp.diags(0.5 / np.maximum(deg, 1)) @ kept + sp.diags(np.where(deg > 0, 0.5, 1.0).astype(np.float32))
-    for stage, op in (("jaccard", row_normalize(_jaccard(kept))),
-                      ("self_half", sp.csr_matrix(half, dtype=np.float32)),
-                      ("no_propagation", sp.identity(n, dtype=np.float32, format="csr"))):
+    half = sp.diags(0.5 / np.maximum(deg, 1)) @ kept + sp.diags(
+        np.where(deg > 0, 0.5, 1.0).astype(np.float32)
+    )
+    for stage, op in (
+        ("jaccard", row_normalize(_jaccard(kept))),
+        ("self_half", sp.csr_matrix(half, dtype=np.float32)),
+        ("no_propagation", sp.identity(n, dtype=np.float32, format="csr")),
+    ):
         aug.adj_main = sparse_to_torch(op, data.device)  # propagation only; the graph views stay Â_r and PPR
         add_operator(stage)
     return rows

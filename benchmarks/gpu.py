@@ -54,11 +54,31 @@ def run_command(cmd: list[str], log: Path) -> tuple[float, float, int]:
 def cluster_row(name: str, data: Path, k: int, device: str, out: Path, log: Path) -> dict:
     """``scsc cluster DATA --n-clusters K --device DEVICE`` → one row of gpu.csv."""
     run = out / f"run_{name}"
-    cmd = [sys.executable, "-m", "scsc", "cluster", str(data), "--out", str(run), "--n-clusters", str(k),
-           "--device", device, "--no-plots", "--overwrite", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scsc",
+        "cluster",
+        str(data),
+        "--out",
+        str(run),
+        "--n-clusters",
+        str(k),
+        "--device",
+        device,
+        "--no-plots",
+        "--overwrite",
+        "--json",
+    ]
     wall, peak, code = run_command(cmd, log)
-    row = {"data": name, "device": device, "command": "scsc cluster", "seconds": wall, "peak_rss_gb": peak,
-           "exit_code": code}
+    row = {
+        "data": name,
+        "device": device,
+        "command": "scsc cluster",
+        "seconds": wall,
+        "peak_rss_gb": peak,
+        "exit_code": code,
+    }
     if code == 0:
         import anndata as ad
 
@@ -84,10 +104,20 @@ def main() -> None:
     log.write_text("")
     if not args.no_tests:
         with (args.out / "gpu_tests.log").open("w") as fh:
-            tests = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                     "tests/test_device.py"]
-            code = subprocess.run(tests, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT,
-                                  check=False).returncode
+            tests = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-m",
+                "gpu",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_device.py",
+            ]
+            code = subprocess.run(
+                tests, stdout=fh, stderr=subprocess.STDOUT, env=_env(), cwd=ROOT, check=False
+            ).returncode
         print(f"pytest -m gpu: exit {code} (log: {args.out / 'gpu_tests.log'})")
     rows = []
     cbmc = args.data / CBMC[0]
@@ -96,8 +126,9 @@ def main() -> None:
     else:
         print(f"{cbmc} not found: CBMC skipped")
     sim = args.out / f"sim{args.cells}.h5"
-    run_command([sys.executable, "-m", "scsc", "simulate", str(sim), "--cells", str(args.cells),
-                 "--types", "10"], log)
+    run_command(
+        [sys.executable, "-m", "scsc", "simulate", str(sim), "--cells", str(args.cells), "--types", "10"], log
+    )
     rows.append(cluster_row(f"simulated {args.cells:,}", sim, 10, args.device, args.out, log))
     sim.unlink(missing_ok=True)
     table = pd.DataFrame(rows)

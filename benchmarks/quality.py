@@ -70,16 +70,34 @@ def _baselines(path: str, labels: str = "own") -> list[dict]:
     rows = []
     t0 = time.perf_counter()
     labels = leiden_default(a)
-    rows.append({"method": "leiden_default", "seconds": t_prep + time.perf_counter() - t0,
-                 "k": len(np.unique(labels)), **score(y, labels)})
+    rows.append(
+        {
+            "method": "leiden_default",
+            "seconds": t_prep + time.perf_counter() - t0,
+            "k": len(np.unique(labels)),
+            **score(y, labels),
+        }
+    )
     t0 = time.perf_counter()
     labels = leiden_at_k(a, k)
-    rows.append({"method": "leiden_true_k", "seconds": t_prep + time.perf_counter() - t0,
-                 "k": len(set(labels)), **score(y, labels)})
+    rows.append(
+        {
+            "method": "leiden_true_k",
+            "seconds": t_prep + time.perf_counter() - t0,
+            "k": len(set(labels)),
+            **score(y, labels),
+        }
+    )
     t0 = time.perf_counter()
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(a.obsm["X_pca"])
-    rows.append({"method": "kmeans_pca50", "seconds": t_prep + time.perf_counter() - t0, "k": k,
-                 **score(y, km.labels_)})
+    rows.append(
+        {
+            "method": "kmeans_pca50",
+            "seconds": t_prep + time.perf_counter() - t0,
+            "k": k,
+            **score(y, km.labels_),
+        }
+    )
     return [{**r, "true_k": k} for r in rows]
 
 
@@ -93,8 +111,9 @@ def _scvi(path: str, labels: str = "own", threads: int = 2) -> list[dict]:
     return [{**r, "true_k": len(np.unique(y))} for r in rows]
 
 
-def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: str = "true",
-          labels: str = "own") -> list[dict]:
+def _scsc(
+    path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: str = "true", labels: str = "own"
+) -> list[dict]:
     """scsc with the true K (``k_mode="true"``) or K estimated without labels (``"estimated"``)."""
     import torch
 
@@ -113,10 +132,19 @@ def _scsc(path: str, seed: int, overrides: list[str], threads: int = 2, k_mode: 
     if r.k_selection is not None:
         gap = r.k_selection.gap
         common |= {"k_clear": r.k_selection.clear, "k_gap": np.nan if gap is None else gap}
-    return [{"method": "scsc", "seconds": secs, **common, **r.metrics["scsc"],
-             **{f"stage_{k}": v for k, v in r.timings.items()}, "cells": r.adata.n_obs,
-             "batch_size": mb.get("batch_size", 0), "edges_in_batch": mb.get("edges_in_batch", np.nan)},
-            {"method": "scsc_pretrain_kmeans", "seconds": np.nan, **common, **r.metrics["pretrain_kmeans"]}]
+    return [
+        {
+            "method": "scsc",
+            "seconds": secs,
+            **common,
+            **r.metrics["scsc"],
+            **{f"stage_{k}": v for k, v in r.timings.items()},
+            "cells": r.adata.n_obs,
+            "batch_size": mb.get("batch_size", 0),
+            "edges_in_batch": mb.get("edges_in_batch", np.nan),
+        },
+        {"method": "scsc_pretrain_kmeans", "seconds": np.nan, **common, **r.metrics["pretrain_kmeans"]},
+    ]
 
 
 def _task(fn, args) -> list[dict]:
@@ -142,19 +170,35 @@ def run_tasks(tasks: list[tuple[str, object, tuple]], jobs: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--collection", choices=sorted(COLLECTIONS), default="scoring",
-                    help="tuning: ../shared/tuning (choose defaults here); scoring: ../shared/datasets")
+    ap.add_argument(
+        "--collection",
+        choices=sorted(COLLECTIONS),
+        default="scoring",
+        help="tuning: ../shared/tuning (choose defaults here); scoring: ../shared/datasets",
+    )
     ap.add_argument("--datasets", nargs="*", default=None, help="dataset stems (default: all)")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
-    ap.add_argument("--k", dest="k_mode", choices=("true", "estimated"), default="true",
-                    help="give scsc the true number of types, or let it estimate K without labels")
-    ap.add_argument("--labels", choices=("own", "coarse"), default="own",
-                    help="score against each dataset's own annotation, or (tuning only) its lineage-level one "
-                         "(benchmarks/coarse_labels.py; the true K is then the number of lineages)")
+    ap.add_argument(
+        "--k",
+        dest="k_mode",
+        choices=("true", "estimated"),
+        default="true",
+        help="give scsc the true number of types, or let it estimate K without labels",
+    )
+    ap.add_argument(
+        "--labels",
+        choices=("own", "coarse"),
+        default="own",
+        help="score against each dataset's own annotation, or (tuning only) its lineage-level one "
+        "(benchmarks/coarse_labels.py; the true K is then the number of lineages)",
+    )
     ap.add_argument("--no-baselines", action="store_true")
-    ap.add_argument("--scvi", action="store_true",
-                    help="add scVI (scvi-tools defaults) as a peer; needs pip install -e '.[scvi]'")
+    ap.add_argument(
+        "--scvi",
+        action="store_true",
+        help="add scVI (scvi-tools defaults) as a peer; needs pip install -e '.[scvi]'",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each scsc run")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes run at once")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/quality.csv"))
@@ -181,8 +225,10 @@ def main() -> None:
             tasks.append((f.stem, _baselines, (str(f), args.labels)))
         if args.scvi:
             tasks.append((f.stem, _scvi, (str(f), args.labels, args.threads)))
-        tasks += [(f.stem, _scsc, (str(f), seed, args.sets, args.threads, args.k_mode, args.labels))
-                  for seed in args.seeds]
+        tasks += [
+            (f.stem, _scsc, (str(f), seed, args.sets, args.threads, args.k_mode, args.labels))
+            for seed in args.seeds
+        ]
     rows = []
     for ds, result in run_tasks(tasks, args.jobs):
         rows += [{"dataset": ds, "collection": args.collection, "labels": args.labels, **r} for r in result]
@@ -190,8 +236,16 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(args.out, index=False)
         cur = pd.DataFrame([{"dataset": ds, **r} for r in result])
-        print(cur[[c for c in ("dataset", "method", "seed", "ari", "nmi", "acc", "seconds", "peak_rss_gb")
-                   if c in cur]].to_string(index=False), flush=True)
+        print(
+            cur[
+                [
+                    c
+                    for c in ("dataset", "method", "seed", "ari", "nmi", "acc", "seconds", "peak_rss_gb")
+                    if c in cur
+                ]
+            ].to_string(index=False),
+            flush=True,
+        )
     summary = df.groupby(["dataset", "method"])[["ari", "nmi"]].mean().unstack("method")
     print(summary.round(3).to_string())
 

@@ -33,23 +33,49 @@ def run_ranks(data: Path, world: int, k: int, sets: list[str], work: Path, timeo
     folder = work / f"w{world}"
     rss = folder / "rss"
     rss.mkdir(parents=True, exist_ok=True)
-    args = ["scsc", "cluster", str(data), "--out", str(folder / "run"), "--n-clusters", str(k), "--no-plots",
-            "-q", "--distributed", *[x for s in sets for x in ("--set", s)]]
-    launch = [sys.executable] if world == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                  "--nproc-per-node", str(world)]
+    args = [
+        "scsc",
+        "cluster",
+        str(data),
+        "--out",
+        str(folder / "run"),
+        "--n-clusters",
+        str(k),
+        "--no-plots",
+        "-q",
+        "--distributed",
+        *[x for s in sets for x in ("--set", s)],
+    ]
+    launch = (
+        [sys.executable]
+        if world == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)]
+    )
     threads = max(1, (os.cpu_count() or 1) // world)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    proc = subprocess.run([*launch, str(HERE / "peak_rss.py"), str(rss), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [*launch, str(HERE / "peak_rss.py"), str(rss), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"ranks": world, "seconds": seconds, "error": proc.stderr[-2000:]}
     peaks = [float((rss / f"rank{r}.txt").read_text()) for r in range(world)]
     metrics = json.loads((folder / "run" / "metrics.json").read_text())
-    return {"ranks": world, "threads_per_rank": threads, "seconds": round(seconds, 1),
-            "peak_gb_max": round(max(peaks), 3), "peak_gb_mean": round(sum(peaks) / world, 3),
-            "peak_gb_per_rank": " ".join(f"{p:.2f}" for p in peaks), "ari": metrics.get("scsc", {}).get("ari")}
+    return {
+        "ranks": world,
+        "threads_per_rank": threads,
+        "seconds": round(seconds, 1),
+        "peak_gb_max": round(max(peaks), 3),
+        "peak_gb_mean": round(sum(peaks) / world, 3),
+        "peak_gb_per_rank": " ".join(f"{p:.2f}" for p in peaks),
+        "ari": metrics.get("scsc", {}).get("ari"),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

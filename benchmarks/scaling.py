@@ -33,10 +33,15 @@ def measure(cmd: list[str], timeout: float) -> dict:
     """Wall seconds and peak RSS (GB) of ``cmd`` in a fresh process; ``error`` when it fails or times out."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
-        return {"seconds": time.perf_counter() - t0, "peak_gb": np.nan, "error": f"timeout after {timeout:.0f} s"}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "peak_gb": np.nan,
+            "error": f"timeout after {timeout:.0f} s",
+        }
     wall = time.perf_counter() - t0
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     row = {"seconds": wall, "peak_gb": int(rss.group(1)) / 1024**2 if rss else np.nan}
@@ -109,9 +114,16 @@ def exponents(df: pd.DataFrame) -> pd.DataFrame:
         spans += [(1, j) for j in range(3, len(n))]
         for i, j in spans:
             ln = np.log(n[j] / n[i])
-            rows.append({"command": command, "data": source, "from_cells": int(n[i]), "to_cells": int(n[j]),
-                         "time_exponent": np.log(part["seconds"].iloc[j] / part["seconds"].iloc[i]) / ln,
-                         "memory_exponent": np.log(part["peak_gb"].iloc[j] / part["peak_gb"].iloc[i]) / ln})
+            rows.append(
+                {
+                    "command": command,
+                    "data": source,
+                    "from_cells": int(n[i]),
+                    "to_cells": int(n[j]),
+                    "time_exponent": np.log(part["seconds"].iloc[j] / part["seconds"].iloc[i]) / ln,
+                    "memory_exponent": np.log(part["peak_gb"].iloc[j] / part["peak_gb"].iloc[i]) / ln,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -120,11 +132,19 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[2000, 10000, 30000, 100000])
     ap.add_argument("--types", type=int, default=10, help="planted cell types (the K given to scsc)")
     ap.add_argument("--genes", type=int, default=2000)
-    ap.add_argument("--depth", type=float, default=1.0,
-                    help="library-size scale of the simulation (1.0: ~70%% zeros, 0.1: ~94%% as in droplet data)")
+    ap.add_argument(
+        "--depth",
+        type=float,
+        default=1.0,
+        help="library-size scale of the simulation (1.0: ~70%% zeros, 0.1: ~94%% as in droplet data)",
+    )
     ap.add_argument("--no-scanpy", action="store_true", help="time scsc only (e.g. at a million cells)")
-    ap.add_argument("--resample", type=Path, help="instead of simulating, draw cells with noise from this real "
-                    "data set (its number of labels is the K given to scsc)")
+    ap.add_argument(
+        "--resample",
+        type=Path,
+        help="instead of simulating, draw cells with noise from this real "
+        "data set (its number of labels is the K given to scsc)",
+    )
     ap.add_argument("--append", action="store_true", help="add rows to --out instead of replacing it")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed per command")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override for scsc")
@@ -139,9 +159,25 @@ def main() -> None:
             if args.resample:
                 resample(args.resample, n, data)
             else:
-                subprocess.run([scsc_bin, "simulate", str(data), "--cells", str(n), "--types", str(args.types),
-                                "--genes", str(args.genes), "--depth", str(args.depth), "--seed", "0"],
-                               check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        scsc_bin,
+                        "simulate",
+                        str(data),
+                        "--cells",
+                        str(n),
+                        "--types",
+                        str(args.types),
+                        "--genes",
+                        str(args.genes),
+                        "--depth",
+                        str(args.depth),
+                        "--seed",
+                        "0",
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
             print(f"made {n:,} cells in {time.perf_counter() - t0:.0f} s", flush=True)
             run_dir = Path(tmp) / f"run_{n}"
             k = args.types
@@ -154,13 +190,29 @@ def main() -> None:
                 cmd += ["--set", s]
             r = measure(cmd, args.timeout)
             source = f"resampled {args.resample.stem}" if args.resample else "simulated"
-            rows.append({"cells": n, "command": "scsc cluster", "data": source, "depth": args.depth, **r,
-                         **stage_seconds(run_dir / "result.h5ad"), **batch_info(run_dir / "result.h5ad")})
+            rows.append(
+                {
+                    "cells": n,
+                    "command": "scsc cluster",
+                    "data": source,
+                    "depth": args.depth,
+                    **r,
+                    **stage_seconds(run_dir / "result.h5ad"),
+                    **batch_info(run_dir / "result.h5ad"),
+                }
+            )
             print(rows[-1], flush=True)
             if not args.no_scanpy:
                 r = measure([sys.executable, "-m", "benchmarks.peers", str(data)], args.timeout)
-                rows.append({"cells": n, "command": "scanpy Leiden pipeline (+UMAP)", "data": source,
-                             "depth": args.depth, **r})
+                rows.append(
+                    {
+                        "cells": n,
+                        "command": "scanpy Leiden pipeline (+UMAP)",
+                        "data": source,
+                        "depth": args.depth,
+                        **r,
+                    }
+                )
                 print(rows[-1], flush=True)
             df = pd.DataFrame(rows)
             if args.append and args.out.exists():

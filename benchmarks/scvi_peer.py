@@ -40,8 +40,12 @@ def scvi_latent(adata, batch_key: str | None, seed: int = 0, threads: int | None
     sc.pp.filter_genes(a, min_cells=3)
     n_top = min(2000, a.n_vars - 1)
     try:
-        sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat_v3", batch_key=batch_key, subset=True)
-    except ValueError:  # seurat_v3's loess fails on batches of a few dozen cells (van Galen): rank over all cells
+        sc.pp.highly_variable_genes(
+            a, n_top_genes=n_top, flavor="seurat_v3", batch_key=batch_key, subset=True
+        )
+    except (
+        ValueError
+    ):  # seurat_v3's loess fails on batches of a few dozen cells (van Galen): rank over all cells
         sc.pp.highly_variable_genes(a, n_top_genes=n_top, flavor="seurat_v3", subset=True)
     scvi.model.SCVI.setup_anndata(a, batch_key=batch_key)
     model = scvi.model.SCVI(a)
@@ -65,18 +69,27 @@ def scvi_rows(adata, y: np.ndarray, batch_key: str | None, threads: int | None =
     graph = knn_connectivities(z, 15, 0)
     t_fit = time.perf_counter() - t0
     rows = []
-    for method, fit in (("scvi_leiden_default", lambda: leiden(graph, 1.0, 0)),
-                        ("scvi_leiden_true_k", lambda: leiden_at_k(graph, k, 0)),
-                        ("scvi_kmeans", lambda: KMeans(n_clusters=k, n_init=10, random_state=0).fit(z).labels_)):
+    for method, fit in (
+        ("scvi_leiden_default", lambda: leiden(graph, 1.0, 0)),
+        ("scvi_leiden_true_k", lambda: leiden_at_k(graph, k, 0)),
+        ("scvi_kmeans", lambda: KMeans(n_clusters=k, n_init=10, random_state=0).fit(z).labels_),
+    ):
         t1 = time.perf_counter()
         labels = np.asarray(fit())
-        rows.append({"method": method, "seconds": t_fit + time.perf_counter() - t1,
-                     "k": len(np.unique(labels)), **score(y, labels)})
+        rows.append(
+            {
+                "method": method,
+                "seconds": t_fit + time.perf_counter() - t1,
+                "k": len(np.unique(labels)),
+                **score(y, labels),
+            }
+        )
     return rows
 
 
 if __name__ == "__main__":
     import scsc
+
     a = scsc.read(sys.argv[1])
     key = "batch" if "batch" in a.obs else None
     for row in scvi_rows(a, a.obs["label"].to_numpy(), key):

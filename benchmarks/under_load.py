@@ -29,8 +29,21 @@ POLICIES = {"libgomp default (300,000 spins)": {"GOMP_SPINCOUNT": "300000"}, "sc
 
 
 def _start(data: Path, k: int, out: Path, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "scsc", "cluster", str(data), "-k", str(k), "--out", str(out), "--seed", "0",
-           "--no-plots", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scsc",
+        "cluster",
+        str(data),
+        "-k",
+        str(k),
+        "--out",
+        str(out),
+        "--seed",
+        "0",
+        "--no-plots",
+        "-q",
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -68,9 +81,15 @@ def main() -> None:
                 secs = time.perf_counter() - t0
                 results = [_result(o) for o in outs]
                 ref = ref or results[0]
-                rows.append({"policy": policy, "run": run, "seconds": secs,
-                             "same_labels": all(np.array_equal(lab, ref[0]) for lab, _ in results),
-                             "same_embedding": all(np.array_equal(emb, ref[1]) for _, emb in results)})
+                rows.append(
+                    {
+                        "policy": policy,
+                        "run": run,
+                        "seconds": secs,
+                        "same_labels": all(np.array_equal(lab, ref[0]) for lab, _ in results),
+                        "same_embedding": all(np.array_equal(emb, ref[1]) for _, emb in results),
+                    }
+                )
                 print(rows[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(args.out, index=False)

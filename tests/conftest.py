@@ -30,8 +30,10 @@ SHARED_TUNING = Path(__file__).parents[2] / "shared" / "tuning"
 def shared_datasets() -> Path:
     """The folder of real data sets; the test is skipped when it is missing."""
     if not SHARED_DATASETS.is_dir():
-        pytest.skip(f"real data sets not found at {SHARED_DATASETS} "
-                    "(expected ../shared/datasets beside the repository)")
+        pytest.skip(
+            f"real data sets not found at {SHARED_DATASETS} "
+            "(expected ../shared/datasets beside the repository)"
+        )
     return SHARED_DATASETS
 
 
@@ -55,8 +57,10 @@ def tuning_file():
     def get(name: str) -> Path:
         path = SHARED_TUNING / name
         if not path.is_file():
-            pytest.skip(f"tuning data set {name} not found in {SHARED_TUNING} "
-                        "(expected ../shared/tuning beside the repository)")
+            pytest.skip(
+                f"tuning data set {name} not found in {SHARED_TUNING} "
+                "(expected ../shared/tuning beside the repository)"
+            )
         return path
 
     return get
@@ -109,8 +113,12 @@ def fresh_python():
     import sys
 
     def run(code: str) -> str:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-        return done.stdout.strip() + ("" if done.returncode == 0 else f"\n[exit {done.returncode}] {done.stderr}")
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+        return done.stdout.strip() + (
+            "" if done.returncode == 0 else f"\n[exit {done.returncode}] {done.stderr}"
+        )
 
     return run
 
@@ -129,12 +137,15 @@ def run_study(tmp_path, small_h5, runner, cli_app):
 
     def run(variants: str, gae_epochs: int = 2, *extra: str) -> dict[str, dict[str, str]]:
         study = tmp_path / "study.toml"
-        study.write_text(f'datasets = ["{small_h5}"]\nseeds = [0]\n\n[base.pretrain]\nae_epochs = 2\n'
-                         f'gae_epochs = {gae_epochs}\njoint_epochs = 2\n[base.cluster]\nepochs = 3\n\n'
-                         f'[[variants]]\nname = "full model"\n\n{variants}')
+        study.write_text(
+            f'datasets = ["{small_h5}"]\nseeds = [0]\n\n[base.pretrain]\nae_epochs = 2\n'
+            f"gae_epochs = {gae_epochs}\njoint_epochs = 2\n[base.cluster]\nepochs = 3\n\n"
+            f'[[variants]]\nname = "full model"\n\n{variants}'
+        )
         out = tmp_path / "out"
-        result = runner.invoke(cli_app, ["ablate", str(study), "--out", str(out), "--jobs", "0", "--quiet",
-                                         *extra])
+        result = runner.invoke(
+            cli_app, ["ablate", str(study), "--out", str(out), "--jobs", "0", "--quiet", *extra]
+        )
         assert result.exit_code == 0, result.output
         with (out / "results.csv").open(newline="") as fh:
             rows = {r["variant"]: r for r in csv.DictReader(fh)}

@@ -31,10 +31,21 @@ def main(path: str, out: str, batch_size: int) -> None:
     embeddings = _embeddings(cfg, prepared, data, batches, ctx)
     whole, shared = (ppr_diffusion(data.knn, block_rows=100, context=c) for c in (None, ctx))
     embeddings.update(ppr_whole=whole.toarray(), ppr_shared=shared.toarray())
-    np.savez(f"{out}/rank{ctx.rank}.npz", x=prepared.x, size_factors=prepared.size_factors,
-             cell_mask=prepared.cell_mask, hvg=np.array(prepared.hvg), shard_rows=prepared.rows,
-             n_shard=adata.n_obs, held=data.counts_rows, counts=data.counts_csr.toarray(), batch=rows,
-             batch_counts=data.subset(rows).counts.numpy(), owned=batches.cells, **embeddings)
+    np.savez(
+        f"{out}/rank{ctx.rank}.npz",
+        x=prepared.x,
+        size_factors=prepared.size_factors,
+        cell_mask=prepared.cell_mask,
+        hvg=np.array(prepared.hvg),
+        shard_rows=prepared.rows,
+        n_shard=adata.n_obs,
+        held=data.counts_rows,
+        counts=data.counts_csr.toarray(),
+        batch=rows,
+        batch_counts=data.subset(rows).counts.numpy(),
+        owned=batches.cells,
+        **embeddings,
+    )
     shutdown(ctx)
 
 
@@ -51,8 +62,12 @@ def _embeddings(cfg, prepared, data, batches, ctx) -> dict[str, np.ndarray]:
     z_whole = pretrained_embedding(model, data, batches)
     z_shard = pretrained_embedding(model, data, batches, ctx)
     model.augment.prepare(data, z_whole.numpy())
-    return {"z_pre_whole": z_whole.numpy(), "z_pre_shard": z_shard.numpy(),
-            "z_whole": embed_cells(model, data, batches).numpy(), "z_shard": embed_cells(model, data, batches, ctx).numpy()}
+    return {
+        "z_pre_whole": z_whole.numpy(),
+        "z_pre_shard": z_shard.numpy(),
+        "z_whole": embed_cells(model, data, batches).numpy(),
+        "z_shard": embed_cells(model, data, batches, ctx).numpy(),
+    }
 
 
 if __name__ == "__main__":

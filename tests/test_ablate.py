@@ -32,10 +32,22 @@ n_clusters = 3
 """
 
 PAPER_NAMES = [
-    "full model", "w/o siamese fusion", "w/o ZINB", "w/o clustering loss", "w/o cross-correlation",
-    "w/o graph correlation", "w/o propagation", "w/o reconstruction",
-    "augment: dual", "augment: noise", "augment: graph", "augment: none",
-    "head: sinkhorn", "head: dec", "head: kmeans", "head: Z alone",
+    "full model",
+    "w/o siamese fusion",
+    "w/o ZINB",
+    "w/o clustering loss",
+    "w/o cross-correlation",
+    "w/o graph correlation",
+    "w/o propagation",
+    "w/o reconstruction",
+    "augment: dual",
+    "augment: noise",
+    "augment: graph",
+    "augment: none",
+    "head: sinkhorn",
+    "head: dec",
+    "head: kmeans",
+    "head: Z alone",
 ]
 
 
@@ -62,8 +74,12 @@ def test_paper_preset_has_every_published_ablation(small_h5):
     assert by["w/o siamese fusion"].components == {"fusion": "mean"}
     assert by["w/o clustering loss"].components == {"cluster": "kmeans"}
     assert set(by["w/o reconstruction"].sets) == {"loss.rec_x", "loss.rec_graph", "loss.rec_adj"}
-    assert set(by["w/o cross-correlation"].sets) == {"loss.cr_sample_ae", "loss.cr_sample_graph",
-                                                     "loss.cr_feature_ae", "loss.cr_feature_graph"}
+    assert set(by["w/o cross-correlation"].sets) == {
+        "loss.cr_sample_ae",
+        "loss.cr_sample_graph",
+        "loss.cr_feature_ae",
+        "loss.cr_feature_graph",
+    }
     assert by["w/o propagation"].sets == {"loss.prop": 0}
     assert by["head: Z alone"].sets == {"cluster.input_weight": 0, "cluster.kmeans_restarts": 10}
     for sub in ("losses", "augment", "heads"):
@@ -86,31 +102,54 @@ def test_pretrain_key_tracks_only_what_pretraining_sees(small_h5):
     study = study_from_data([small_h5], preset="paper")
     base = study.base
     key = pretrain_key(base)
-    for change in ({"loss.zinb": 0}, {"components.cluster": "dec"}, {"components.augment": "none"},
-                   {"components.fusion": "mean"}, {"cluster.epochs": 3}, {"cluster.n_clusters": 4}):
+    for change in (
+        {"loss.zinb": 0},
+        {"components.cluster": "dec"},
+        {"components.augment": "none"},
+        {"components.fusion": "mean"},
+        {"cluster.epochs": 3},
+        {"cluster.n_clusters": 4},
+    ):
         assert pretrain_key(base.copy().override(change)) == key, change
-    for change in ({"components.encoder": "ae"}, {"pretrain.ae_epochs": 3}, {"seed": 1}, {"graph.k": 5},
-                   {"preprocess.n_hvg": 200}, {"model.latent": 8}):
+    for change in (
+        {"components.encoder": "ae"},
+        {"pretrain.ae_epochs": 3},
+        {"seed": 1},
+        {"graph.k": 5},
+        {"preprocess.n_hvg": 200},
+        {"model.latent": 8},
+    ):
         assert pretrain_key(base.copy().override(change)) != key, change
 
 
 # ----------------------------------------------------------------------------- validation
-@pytest.mark.parametrize("body, expect", [
-    ('[[variants]]\nname = "a"\nset = { "loss.zinbb" = 0 }\n',
-     ["study.toml:", "variant 'a'", "unknown loss term 'zinbb'", "loss.zinbb", "rec_x"]),
-    ('[[variants]]\nname = "a"\n\n[[variants]]\nname = "b"\ncluster = "nope"\n',
-     ["study.toml:", "variant 'b'", "unknown cluster component 'nope'", "sinkhorn"]),
-    ('[[variants]]\nname = "a"\naugment = "dual"\nfusoin = "mean"\n',
-     ["variant 'a'", "unknown key 'fusoin'"]),
-    ('[[variants]]\nname = "a"\nset = { "cluster.epochs" = "many" }\n',
-     ["variant 'a'", "cluster.epochs", "invalid value"]),
-    ('[[variants]]\nname = "a"\n[[variants]]\nname = "a"\n', ["variant name 'a' is used twice"]),
-    ('[[variants]]\nname = "a"\nset = { "seed" = 3 }\n', ["seeds list"]),
-    ('baseline = "zzz"\n[[variants]]\nname = "a"\n', ["study.toml:3: baseline 'zzz' is not a variant"]),
-    ('preset = "nope"\n', ["study.toml:3: unknown preset 'nope'", "paper"]),
-    ('wrong = 1\n[[variants]]\nname = "a"\n', ["study.toml:3: unknown top-level key 'wrong'"]),
-    ('[[variants]]\nname = "a"\n[variants.loss]\nzinb = 0\n', ["unknown key 'loss'", "set = {"]),
-])
+@pytest.mark.parametrize(
+    "body, expect",
+    [
+        (
+            '[[variants]]\nname = "a"\nset = { "loss.zinbb" = 0 }\n',
+            ["study.toml:", "variant 'a'", "unknown loss term 'zinbb'", "loss.zinbb", "rec_x"],
+        ),
+        (
+            '[[variants]]\nname = "a"\n\n[[variants]]\nname = "b"\ncluster = "nope"\n',
+            ["study.toml:", "variant 'b'", "unknown cluster component 'nope'", "sinkhorn"],
+        ),
+        (
+            '[[variants]]\nname = "a"\naugment = "dual"\nfusoin = "mean"\n',
+            ["variant 'a'", "unknown key 'fusoin'"],
+        ),
+        (
+            '[[variants]]\nname = "a"\nset = { "cluster.epochs" = "many" }\n',
+            ["variant 'a'", "cluster.epochs", "invalid value"],
+        ),
+        ('[[variants]]\nname = "a"\n[[variants]]\nname = "a"\n', ["variant name 'a' is used twice"]),
+        ('[[variants]]\nname = "a"\nset = { "seed" = 3 }\n', ["seeds list"]),
+        ('baseline = "zzz"\n[[variants]]\nname = "a"\n', ["study.toml:3: baseline 'zzz' is not a variant"]),
+        ('preset = "nope"\n', ["study.toml:3: unknown preset 'nope'", "paper"]),
+        ('wrong = 1\n[[variants]]\nname = "a"\n', ["study.toml:3: unknown top-level key 'wrong'"]),
+        ('[[variants]]\nname = "a"\n[variants.loss]\nzinb = 0\n', ["unknown key 'loss'", "set = {"]),
+    ],
+)
 def test_bad_study_files_name_the_problem_and_its_line(tmp_path, small_h5, body, expect):
     top = ""
     if not body.startswith("[["):  # top-level keys go before the [base] tables
@@ -124,19 +163,26 @@ def test_bad_study_files_name_the_problem_and_its_line(tmp_path, small_h5, body,
 
 
 def test_error_points_at_the_right_line(tmp_path, small_h5):
-    path = write_study(tmp_path, small_h5, '[[variants]]\nname = "ok"\n\n[[variants]]\nname = "bad"\n'
-                                           'set = { "loss.zinbb" = 0 }\n')
+    path = write_study(
+        tmp_path,
+        small_h5,
+        '[[variants]]\nname = "ok"\n\n[[variants]]\nname = "bad"\nset = { "loss.zinbb" = 0 }\n',
+    )
     line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "zinbb" in t)
     with pytest.raises(StudyError, match=rf"study\.toml:{line}: variant 'bad'"):
         load_study(path)
 
 
 def test_unknown_base_key_and_several_problems_reported_together(tmp_path, small_h5):
-    path = write_study(tmp_path, small_h5, '[base.loss]\nzinbb = 1\n[[variants]]\nname = "a"\ncluster = "x"\n')
+    path = write_study(
+        tmp_path, small_h5, '[base.loss]\nzinbb = 1\n[[variants]]\nname = "a"\ncluster = "x"\n'
+    )
     with pytest.raises(StudyError) as err:
         load_study(path)
     msg = str(err.value)
-    assert "2 problems" in msg and "unknown loss term 'zinbb'" in msg and "unknown cluster component 'x'" in msg
+    assert (
+        "2 problems" in msg and "unknown loss term 'zinbb'" in msg and "unknown cluster component 'x'" in msg
+    )
 
 
 def test_toml_syntax_error_shows_the_line(tmp_path, small_h5):
@@ -171,8 +217,21 @@ def test_cli_data_file_needs_a_preset(runner, cli_app, small_h5, tmp_path):
 
 
 def test_cli_dry_run_lists_the_plan(runner, cli_app, small_h5, tmp_path):
-    res = runner.invoke(cli_app, ["ablate", str(small_h5), "--preset", "paper", "--seeds", "0,1", "--dry-run",
-                                  "--json", "--out", str(tmp_path / "o")])
+    res = runner.invoke(
+        cli_app,
+        [
+            "ablate",
+            str(small_h5),
+            "--preset",
+            "paper",
+            "--seeds",
+            "0,1",
+            "--dry-run",
+            "--json",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert len(data["cells"]) == 32
@@ -182,11 +241,14 @@ def test_cli_dry_run_lists_the_plan(runner, cli_app, small_h5, tmp_path):
 
 
 def test_cli_overrides_reach_the_configs(small_h5):
-    study = study_from_data([small_h5], preset="losses", seeds=[3], sets=["pretrain.ae_epochs=1"], epochs=7,
-                            n_clusters=4)
+    study = study_from_data(
+        [small_h5], preset="losses", seeds=[3], sets=["pretrain.ae_epochs=1"], epochs=7, n_clusters=4
+    )
     cfgs = {c.variant.name: c.config for c in plan(study)}
-    assert all(c.cluster.epochs == 7 and c.pretrain.ae_epochs == 1 and c.seed == 3 and c.cluster.n_clusters == 4
-               for c in cfgs.values())
+    assert all(
+        c.cluster.epochs == 7 and c.pretrain.ae_epochs == 1 and c.seed == 3 and c.cluster.n_clusters == 4
+        for c in cfgs.values()
+    )
     assert cfgs["w/o ZINB"].loss.zinb == 0 and cfgs["full model"].loss.zinb == 5.0
 
 
@@ -218,7 +280,7 @@ set = { "cluster.n_clusters" = 5000 }
     study = load_study(write_study(tmp_path, small_h5, body))
     out = tmp_path / "out"
     outcome = run_study(study, out, jobs=0)
-    assert outcome.pretrained == 1                           # one checkpoint for all four variants
+    assert outcome.pretrained == 1  # one checkpoint for all four variants
     assert len(list((out / "pretrain").glob("*.pt"))) == 1
     assert outcome.computed == 3 and outcome.copied == 1
     rows = {r["variant"]: r for r in read_rows(out / "results.csv")}
@@ -270,9 +332,22 @@ def test_summary_marks_best_and_delta(small_h5):
     rows = []
     for v, base in (("full model", 0.5), ("head: sinkhorn", 0.5), ("head: dec", 0.7), ("head: kmeans", 0.4)):
         for seed in (0, 1):
-            rows.append({"dataset": "sim300", "variant": v, "seed": str(seed), "status": "ok", "same_as": "",
-                         "acc": str(base + 0.01 * seed), "nmi": str(base), "ari": str(base), "f1": str(base),
-                         "time_s": "1.0", "peak_mem_mb": "100", "error": ""})
+            rows.append(
+                {
+                    "dataset": "sim300",
+                    "variant": v,
+                    "seed": str(seed),
+                    "status": "ok",
+                    "same_as": "",
+                    "acc": str(base + 0.01 * seed),
+                    "nmi": str(base),
+                    "ari": str(base),
+                    "f1": str(base),
+                    "time_s": "1.0",
+                    "peak_mem_mb": "100",
+                    "error": "",
+                }
+            )
     summary = summarize(study, rows)
     md = summary_markdown(study, summary)
     dec_line = next(line for line in md.splitlines() if line.startswith("| head: dec"))
@@ -295,22 +370,37 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen, n: int, timeout: float) -
     return []
 
 
-@pytest.mark.parametrize("jobs", [pytest.param(0, id="in-process"), pytest.param(2, id="workers", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "jobs", [pytest.param(0, id="in-process"), pytest.param(2, id="workers", marks=pytest.mark.slow)]
+)
 def test_killed_study_resumes_without_repeating_cells(tmp_path, small_h5, jobs):
-    body = "".join(f'[[variants]]\nname = "v{i}"\nset = {{ "cluster.lr" = {0.001 * (i + 1)} }}\n'
-                   for i in range(3))
+    body = "".join(
+        f'[[variants]]\nname = "v{i}"\nset = {{ "cluster.lr" = {0.001 * (i + 1)} }}\n' for i in range(3)
+    )
     path = write_study(tmp_path, small_h5, body, seeds="[0, 1]")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "scsc", "ablate", str(path), "--out", str(out), "--jobs", str(jobs), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scsc",
+        "ablate",
+        str(path),
+        "--out",
+        str(out),
+        "--jobs",
+        str(jobs),
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         first = _wait_for_rows(out / "results.csv", proc, 1, timeout=240)
         assert first, f"no cell finished before the timeout: {proc.communicate()[1][-2000:]!r}"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)        # no clean-up: the study and its workers die at once
+            os.killpg(proc.pid, signal.SIGKILL)  # no clean-up: the study and its workers die at once
         proc.communicate()
     killed = read_rows(out / "results.csv")
     assert 1 <= len(killed) < 6, "the study finished before it could be killed"
@@ -327,7 +417,7 @@ def test_killed_study_resumes_without_repeating_cells(tmp_path, small_h5, jobs):
         key = (r["variant"], r["seed"])
         if key in stamps:
             assert r["finished_at"] == stamps[key], f"{key} was computed again"
-    assert len(list((out / "pretrain").glob("*.pt"))) == 2   # one per seed, never redone
+    assert len(list((out / "pretrain").glob("*.pt"))) == 2  # one per seed, never redone
     for f in ("summary.md", "ablation.png"):
         assert (out / f).is_file()
     if jobs:

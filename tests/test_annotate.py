@@ -115,8 +115,12 @@ def test_annotate_assigns_the_planted_types(result, sim):
 
 def test_unknown_type_is_unassigned_and_missing_genes_are_reported(result, sim):
     a = result.copy()
-    sets = {"type_0": sim.markers["type_0"] + ["NOT_A_GENE"], "type_1": sim.markers["type_1"],
-            "decoy": [g for g in a.var_names if g.startswith("GENE")][:20], "B cell": ["MS4A1", "CD79A"]}
+    sets = {
+        "type_0": sim.markers["type_0"] + ["NOT_A_GENE"],
+        "type_1": sim.markers["type_1"],
+        "decoy": [g for g in a.var_names if g.startswith("GENE")][:20],
+        "B cell": ["MS4A1", "CD79A"],
+    }
     ann = sa.annotate_clusters(a, sets)
     got = dict(zip(ann.clusters["cluster"], ann.clusters["cell_type"], strict=True))
     assert got["0"] == "type_0" and got["1"] == "type_1"
@@ -139,14 +143,23 @@ def _write_formats(d: Path) -> dict[str, Path]:
     sets = {"T cell": ["CD3E", "CD3D"], "B cell": ["MS4A1", "CD79A", "CD3E"]}
     out = {
         "toml": ('"T cell" = ["CD3E", "CD3D"]\n"B cell" = ["MS4A1", "CD79A", "CD3E"]\n', "m.toml"),
-        "toml_table": ('[markers]\n"T cell" = "CD3E, CD3D"\n"B cell" = ["MS4A1", "CD79A", "CD3E"]\n',
-                       "t.toml"),
+        "toml_table": (
+            '[markers]\n"T cell" = "CD3E, CD3D"\n"B cell" = ["MS4A1", "CD79A", "CD3E"]\n',
+            "t.toml",
+        ),
         "json": (json.dumps(sets), "m.json"),
-        "csv_long": (("cell_type,gene,source\nT cell,CD3E,x\nT cell,CD3D,x\nB cell,MS4A1,y\n"
-                      "B cell,CD79A,y\nB cell,CD3E,y\n"), "long.csv"),
+        "csv_long": (
+            (
+                "cell_type,gene,source\nT cell,CD3E,x\nT cell,CD3D,x\nB cell,MS4A1,y\n"
+                "B cell,CD79A,y\nB cell,CD3E,y\n"
+            ),
+            "long.csv",
+        ),
         "csv_rows": ("T cell,CD3E,CD3D\nB cell,MS4A1,CD79A,CD3E\n", "rows.csv"),
-        "tsv": (("type\tgene\nT cell\tCD3E\nT cell\tCD3D\nB cell\tMS4A1\nB cell\tCD79A\n"
-                 "B cell\tCD3E\n"), "m.tsv"),
+        "tsv": (
+            ("type\tgene\nT cell\tCD3E\nT cell\tCD3D\nB cell\tMS4A1\nB cell\tCD79A\nB cell\tCD3E\n"),
+            "m.tsv",
+        ),
         "gmt": ("T cell\tna\tCD3E\tCD3D\nB cell\thttp://x\tMS4A1\tCD79A\tCD3E\n", "m.gmt"),
     }
     paths = {}
@@ -162,13 +175,16 @@ def test_marker_file_formats(tmp_path):
         assert sa.read_marker_sets(path) == expected, kind
 
 
-@pytest.mark.parametrize("name,text,match", [
-    ("m.xlsx", "x", "unknown marker file format"),
-    ("bad.json", "{not json", "cannot parse as JSON"),
-    ("list.json", '["CD3E"]', "mapping"),
-    ("empty.toml", "", "no marker sets"),
-    ("bad.gmt", "only_name\n", "not GMT"),
-])
+@pytest.mark.parametrize(
+    "name,text,match",
+    [
+        ("m.xlsx", "x", "unknown marker file format"),
+        ("bad.json", "{not json", "cannot parse as JSON"),
+        ("list.json", '["CD3E"]', "mapping"),
+        ("empty.toml", "", "no marker sets"),
+        ("bad.gmt", "only_name\n", "not GMT"),
+    ],
+)
 def test_bad_marker_files(tmp_path, name, text, match):
     path = tmp_path / name
     path.write_text(text)
@@ -208,15 +224,41 @@ def test_reference_without_shared_genes(result, reference):
 def test_cli_full_run(runner, cli_app, files, sim, tmp_path):
     out = tmp_path / "ann"
     before = _sha(files["result"])
-    res = _invoke(runner, cli_app, [files["result"], "--out", out, "--markers", files["markers"],
-                                    "--reference", files["reference"], "--reference-key", "cell_type",
-                                    "--cv", "--json"])
+    res = _invoke(
+        runner,
+        cli_app,
+        [
+            files["result"],
+            "--out",
+            out,
+            "--markers",
+            files["markers"],
+            "--reference",
+            files["reference"],
+            "--reference-key",
+            "cell_type",
+            "--cv",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert _sha(files["result"]) == before  # the input is never changed
-    for name in ("markers.csv", "markers_dotplot.png", "markers_dotplot.svg", "markers_heatmap.png",
-                 "markers_heatmap.svg", "annotation.csv", "annotation_scores.csv", "marker_genes.csv",
-                 "transfer.csv", "transfer_clusters.csv", "cv.json", "cv_predictions.csv", "annotated.h5ad"):
+    for name in (
+        "markers.csv",
+        "markers_dotplot.png",
+        "markers_dotplot.svg",
+        "markers_heatmap.png",
+        "markers_heatmap.svg",
+        "annotation.csv",
+        "annotation_scores.csv",
+        "marker_genes.csv",
+        "transfer.csv",
+        "transfer_clusters.csv",
+        "cv.json",
+        "cv_predictions.csv",
+        "annotated.h5ad",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "markers_dotplot.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (out / "markers_heatmap.svg").read_bytes()[:2000]
@@ -227,7 +269,9 @@ def test_cli_full_run(runner, cli_app, files, sim, tmp_path):
     for cluster, part in markers[markers["rank"] <= TOP].groupby("cluster"):
         assert set(part["gene"]) <= set(sim.markers[_cluster_type(cluster)])
     ann = pd.read_csv(out / "annotation.csv", dtype={"cluster": str})
-    assert dict(zip(ann["cluster"], ann["cell_type"], strict=True)) == {c: _cluster_type(c) for c in ("0", "1", "2")}
+    assert dict(zip(ann["cluster"], ann["cell_type"], strict=True)) == {
+        c: _cluster_type(c) for c in ("0", "1", "2")
+    }
 
     adata = ad.read_h5ad(out / "annotated.h5ad")
     assert (adata.obs["scsc_cell_type"].astype(str) == adata.obs["label"].astype(str)).all()
@@ -242,9 +286,25 @@ def test_cli_full_run(runner, cli_app, files, sim, tmp_path):
 
 
 def test_cli_terminal_table_and_cv(runner, cli_app, files, sim, tmp_path):
-    res = _invoke(runner, cli_app, [files["result"], "--out", tmp_path / "o", "--markers", files["markers"],
-                                    "--reference", files["reference"], "--cv", "--no-plots", "--top", "3",
-                                    "--method", "t-test"])
+    res = _invoke(
+        runner,
+        cli_app,
+        [
+            files["result"],
+            "--out",
+            tmp_path / "o",
+            "--markers",
+            files["markers"],
+            "--reference",
+            files["reference"],
+            "--cv",
+            "--no-plots",
+            "--top",
+            "3",
+            "--method",
+            "t-test",
+        ],
+    )
     assert res.exit_code == 0, res.output
     text = " ".join(res.stdout.split())
     assert "accuracy" in text and "macro-F1" in text
@@ -309,13 +369,16 @@ def _bad_method(tmp: Path, result, files) -> list:
     return [files["result"], "--method", "magic"]
 
 
-@pytest.mark.parametrize("case,match", [
-    (_no_cluster, "no obs column 'scsc_cluster'"),
-    (_bad_format, "unknown marker file format"),
-    (_no_shared_genes, "shares no gene"),
-    (_bad_key, "no obs column 'nope'"),
-    (_bad_method, "unknown --method"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        (_no_cluster, "no obs column 'scsc_cluster'"),
+        (_bad_format, "unknown marker file format"),
+        (_no_shared_genes, "shares no gene"),
+        (_bad_key, "no obs column 'nope'"),
+        (_bad_method, "unknown --method"),
+    ],
+)
 def test_cli_bad_input_writes_nothing(runner, cli_app, result, files, tmp_path, case, match):
     out = tmp_path / "out"
     res = _invoke(runner, cli_app, [*case(tmp_path, result, files), "--out", out])
@@ -345,8 +408,9 @@ def test_cli_other_cluster_key_log_normalised_input_and_overwrite(runner, cli_ap
 
     res = _invoke(runner, cli_app, args)  # an earlier run is not replaced silently
     assert res.exit_code == 2 and "--overwrite" in res.output
-    res = _invoke(runner, cli_app, [path, "--out", out, "--cluster-key", "leiden", "--no-plots",
-                                    "--overwrite"])
+    res = _invoke(
+        runner, cli_app, [path, "--out", out, "--cluster-key", "leiden", "--no-plots", "--overwrite"]
+    )
     assert res.exit_code == 0, res.output
     assert not (out / "annotation.csv").exists()  # stale tables of the earlier run are removed
     assert "scsc_cell_type" not in ad.read_h5ad(out / "annotated.h5ad").obs

@@ -48,7 +48,9 @@ def scan(root: Path = SRC) -> list[str]:
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        found += offenders(path.read_text(encoding="utf-8"), rel.as_posix(), is_cli=rel.parts[:2] == ("scsc", "cli"))
+        found += offenders(
+            path.read_text(encoding="utf-8"), rel.as_posix(), is_cli=rel.parts[:2] == ("scsc", "cli")
+        )
     return found
 
 

@@ -76,17 +76,48 @@ def test_cli_batch_key_on_an_h5_file(tmp_path, batched, runner, cli_app):
     write_h5_counts(path, batched.X, batched.obs["label"].to_numpy().astype("S"))
     with h5py.File(path, "a") as f:
         f.create_dataset("batch", data=batched.obs["batch"].to_numpy().astype("S"))
-    bad = runner.invoke(cli_app, ["cluster", str(path), "--batch-key", "donor", "--out", str(tmp_path / "bad"),
-                                  "--n-clusters", "3", "-q"])
+    bad = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(path),
+            "--batch-key",
+            "donor",
+            "--out",
+            str(tmp_path / "bad"),
+            "--n-clusters",
+            "3",
+            "-q",
+        ],
+    )
     out = bad.output
     assert bad.exit_code == 2, out
     assert "'donor' is not a column" in out and "label" in out and "batch" in out
     assert "Traceback" not in out
     assert not (tmp_path / "bad" / "result.h5ad").exists()
-    ok = runner.invoke(cli_app, ["cluster", str(path), "--batch-key", "batch", "--out", str(tmp_path / "ok"),
-                                 "--n-clusters", "3", "-q", "--no-plots", "--set", "pretrain.ae_epochs=2",
-                                 "--set", "pretrain.gae_epochs=2", "--set", "pretrain.joint_epochs=2",
-                                 "--epochs", "1"])
+    ok = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(path),
+            "--batch-key",
+            "batch",
+            "--out",
+            str(tmp_path / "ok"),
+            "--n-clusters",
+            "3",
+            "-q",
+            "--no-plots",
+            "--set",
+            "pretrain.ae_epochs=2",
+            "--set",
+            "pretrain.gae_epochs=2",
+            "--set",
+            "pretrain.joint_epochs=2",
+            "--epochs",
+            "1",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     import anndata as ad
 

@@ -71,8 +71,14 @@ METHOD_DEFAULTS = [
 
 # Defaults that deliberately differ from METHOD.md (docs/method.md says why and what it measured):
 # (key, scsc default). examples/published_defaults.toml restores the METHOD value of each.
-DEVIATIONS = {"preprocess.n_hvg": 2000, "preprocess.n_pcs": 20, "model.fusion_weights": "feature",
-              "loss.zinb_cells": 1024, "pretrain.joint_epochs": 75, "cluster.epochs": 5}
+DEVIATIONS = {
+    "preprocess.n_hvg": 2000,
+    "preprocess.n_pcs": 20,
+    "model.fusion_weights": "feature",
+    "loss.zinb_cells": 1024,
+    "pretrain.joint_epochs": 75,
+    "cluster.epochs": 5,
+}
 PUBLISHED = Path(__file__).resolve().parents[1] / "examples" / "published_defaults.toml"
 
 
@@ -101,8 +107,17 @@ def test_published_config_sets_per_cell_fusion_weights():
 
 def test_toml_round_trip(tmp_path):
     cfg = RunConfig()
-    cfg.override(["loss.zinb=0", "graph.k=15", "model.ae_hidden=[64, 32]", "cluster.n_clusters=7",
-                  "components.fusion=mean", "preprocess.log_normalized=true", "seed=3"])
+    cfg.override(
+        [
+            "loss.zinb=0",
+            "graph.k=15",
+            "model.ae_hidden=[64, 32]",
+            "cluster.n_clusters=7",
+            "components.fusion=mean",
+            "preprocess.log_normalized=true",
+            "seed=3",
+        ]
+    )
     path = tmp_path / "config.toml"
     cfg.save(path)
     back = RunConfig.from_toml(path)
@@ -145,11 +160,14 @@ def test_override_dict_and_copy_independence():
     assert (base.graph.k, base.loss.clu) == (10, 50.0)
 
 
-@pytest.mark.parametrize("assignment, key", [
-    ("loss.zinbb=1", "zinbb"),
-    ("graphs.k=3", "graphs"),
-    ("nope=1", "nope"),
-])
+@pytest.mark.parametrize(
+    "assignment, key",
+    [
+        ("loss.zinbb=1", "zinbb"),
+        ("graphs.k=3", "graphs"),
+        ("nope=1", "nope"),
+    ],
+)
 def test_unknown_key_names_the_key(assignment, key):
     with pytest.raises(ConfigError, match=f"unknown key '{key}'") as exc:
         RunConfig().override([assignment])
@@ -171,19 +189,22 @@ def test_invalid_toml(tmp_path):
         RunConfig.from_toml(path)
 
 
-@pytest.mark.parametrize("assignment", [
-    "graph.k=ten",
-    "graph.k=2.5",
-    "graph.k=[1, 2]",
-    "loss.zinb=high",
-    "preprocess.log_normalized=maybe",
-    "model.ae_hidden=12",
-    "model.ae_hidden=['a']",
-    "components.cluster=3",
-    "seed=none",
-    "loss=3",
-    "graph.k.sub=3",
-])
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        "graph.k=ten",
+        "graph.k=2.5",
+        "graph.k=[1, 2]",
+        "loss.zinb=high",
+        "preprocess.log_normalized=maybe",
+        "model.ae_hidden=12",
+        "model.ae_hidden=['a']",
+        "components.cluster=3",
+        "seed=none",
+        "loss=3",
+        "graph.k.sub=3",
+    ],
+)
 def test_wrong_type_is_a_config_error(assignment):
     key = assignment.split("=")[0].split(".")
     with pytest.raises(ConfigError) as exc:

@@ -43,8 +43,9 @@ def test_adjacency_loss_gradient_is_the_same_every_time_on_two_threads(two_threa
 
 def test_whole_run_is_bit_identical_on_two_threads(two_threads):
     adata = scsc.simulate(n_cells=400, n_types=3, n_genes=400, seed=0).to_anndata()
-    cfg = RunConfig().override(["pretrain.ae_epochs=3", "pretrain.gae_epochs=15", "pretrain.joint_epochs=10",
-                                "cluster.epochs=5"])
+    cfg = RunConfig().override(
+        ["pretrain.ae_epochs=3", "pretrain.gae_epochs=15", "pretrain.joint_epochs=10", "cluster.epochs=5"]
+    )
     a = scsc.run(adata, n_clusters=3, config=cfg, seed=0)
     b = scsc.run(adata, n_clusters=3, config=cfg, seed=0)
     assert np.array_equal(a.embedding, b.embedding) and np.array_equal(a.labels, b.labels)

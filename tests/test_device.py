@@ -13,8 +13,13 @@ import scsc
 from scsc.components.encoder import SiameseEncoder
 from scsc.config import RunConfig
 
-SETS = ["pretrain.ae_epochs=2", "pretrain.gae_epochs=3", "pretrain.joint_epochs=3", "cluster.epochs=3",
-        "model.ae_hidden=[32, 64]"]
+SETS = [
+    "pretrain.ae_epochs=2",
+    "pretrain.gae_epochs=3",
+    "pretrain.joint_epochs=3",
+    "cluster.epochs=3",
+    "model.ae_hidden=[32, 64]",
+]
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
@@ -35,8 +40,11 @@ class Seen:
                 self.rows.append((where, t.device.type, t.dtype))
 
     def wrong(self, device: str) -> list[tuple[str, str, torch.dtype]]:
-        return [r for r in self.rows if r[1] != torch.device(device).type
-                or (r[2].is_floating_point and r[2] != torch.float32)]
+        return [
+            r
+            for r in self.rows
+            if r[1] != torch.device(device).type or (r[2].is_floating_point and r[2] != torch.float32)
+        ]
 
 
 def _watch_losses(monkeypatch, seen: Seen) -> None:
@@ -49,10 +57,12 @@ def _watch_losses(monkeypatch, seen: Seen) -> None:
     def stages(self, config):
         out = original_stages(self, config)
         for spec in out:
+
             def loss(*args, _fn=spec.loss, _name=spec.name):
                 total, terms = _fn(*args)
                 seen.add(_name, total, *terms.values())
                 return total, terms
+
             spec.loss = loss
         return out
 
@@ -98,8 +108,22 @@ def test_cli_clusters_on_cuda(runner, cli_app, small_h5, tmp_path):
     _need("cuda")
     out = tmp_path / "run"
     sets = [a for s in SETS for a in ("--set", s)]
-    res = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out), "-k", "3", "--device", "cuda",
-                                  "--no-plots", "-q", *sets])
+    res = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(small_h5),
+            "--out",
+            str(out),
+            "-k",
+            "3",
+            "--device",
+            "cuda",
+            "--no-plots",
+            "-q",
+            *sets,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (out / "result.h5ad").exists()
 

@@ -17,8 +17,13 @@ from scsc.data.io import write_h5_counts
 from scsc.distributed import Context
 from scsc.errors import ConfigError
 
-SETS = ["pretrain.ae_epochs=5", "pretrain.gae_epochs=10", "pretrain.joint_epochs=10", "cluster.epochs=10",
-        "model.ae_hidden=[64, 128]"]
+SETS = [
+    "pretrain.ae_epochs=5",
+    "pretrain.gae_epochs=10",
+    "pretrain.joint_epochs=10",
+    "cluster.epochs=10",
+    "model.ae_hidden=[64, 128]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +40,46 @@ def data_file(sim, tmp_path_factory):
 
 def _cluster_args(data_file, out) -> list[str]:
     sets = [x for s in SETS for x in ("--set", s)]
-    return ["cluster", str(data_file), "--out", str(out), "-k", "4", "--batch-size", "100", "--no-plots", "-q",
-            *sets]
+    return [
+        "cluster",
+        str(data_file),
+        "--out",
+        str(out),
+        "-k",
+        "4",
+        "--batch-size",
+        "100",
+        "--no-plots",
+        "-q",
+        *sets,
+    ]
 
 
 def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
-           *_cluster_args(data_file, ddp_out), "--distributed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "scsc",
+        *_cluster_args(data_file, ddp_out),
+        "--distributed",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "scsc", *_cluster_args(data_file, single_out)], env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
+    single = subprocess.run(
+        [sys.executable, "-m", "scsc", *_cluster_args(data_file, single_out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a = pd.read_csv(ddp_out / "clusters.csv")
     b = pd.read_csv(single_out / "clusters.csv")
@@ -69,8 +101,9 @@ def test_two_gloo_ranks_agree_with_one_process(data_file, tmp_path):
 def test_distributed_needs_minibatches(sim):
     cfg = RunConfig().override([*SETS, "minibatch.batch_size=0"])
     with pytest.raises(ConfigError, match="--batch-size"):
-        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg,
-                 control=RunControl(context=Context(rank=0, world=2)))
+        scsc.run(
+            sim.to_anndata(), n_clusters=4, config=cfg, control=RunControl(context=Context(rank=0, world=2))
+        )
 
 
 def test_distributed_flag_without_torchrun_is_a_plain_run(runner, cli_app, data_file, tmp_path):
@@ -98,8 +131,25 @@ def test_two_ranks_choose_batches_and_train_zinb_over_hundreds_of_cells(tmp_path
     write_h5_counts(path, sim.counts, sim.labels.astype("S"), sim.genes)
     sets = [x for s in [*SETS[:-1], "model.ae_hidden=[32, 64]", "cluster.epochs=3"] for x in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
-           "cluster", str(path), "--out", str(tmp_path / "ddp"), "-k", "3", "--no-plots", *sets, "--distributed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "scsc",
+        "cluster",
+        str(path),
+        "--out",
+        str(tmp_path / "ddp"),
+        "-k",
+        "3",
+        "--no-plots",
+        *sets,
+        "--distributed",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("batches of 450 of the 900 cells") == 1  # rank 0 only
@@ -118,14 +168,49 @@ def test_default_config_under_two_ranks_agrees_with_one_process(tmp_path, cells)
     path = tmp_path / "sim.h5ad"
     scsc.write_h5ad(scsc.simulate(n_cells=cells, n_types=6, seed=0).to_anndata(), path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
-           "cluster", str(path), "--out", str(tmp_path / "ddp"), "--n-clusters", "6", "--no-plots", "--distributed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "scsc",
+        "cluster",
+        str(path),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--n-clusters",
+        "6",
+        "--no-plots",
+        "--distributed",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     size = distributed_batch_size(MinibatchConfig(), cells, 2) if cells <= 20_000 else 8192
-    single = subprocess.run([sys.executable, "-m", "scsc", "cluster", str(path), "--out", str(tmp_path / "one"),
-                             "--n-clusters", "6", "--no-plots", "-q", "--batch-size", str(size)], env=env,
-                            capture_output=True, text=True, timeout=3600, check=False)
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scsc",
+            "cluster",
+            str(path),
+            "--out",
+            str(tmp_path / "one"),
+            "--n-clusters",
+            "6",
+            "--no-plots",
+            "-q",
+            "--batch-size",
+            str(size),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = pd.read_csv(tmp_path / "ddp" / "clusters.csv"), pd.read_csv(tmp_path / "one" / "clusters.csv")
     assert adjusted_rand_score(a.cluster, b.cluster) >= 0.9
@@ -137,15 +222,49 @@ def test_pretrain_under_two_ranks_chooses_batches_and_writes_once(data_file, tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "pre"
     sets = [x for s in SETS for x in ("--set", s)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "scsc",
-           "pretrain", str(data_file), "--out", str(out), *sets, "--distributed"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "scsc",
+        "pretrain",
+        str(data_file),
+        "--out",
+        str(out),
+        *sets,
+        "--distributed",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("batches of 200 of the 400 cells") == 1
     assert sorted(p.name for p in out.iterdir()) == ["config.toml", "pretrain.pt"]
-    one = subprocess.run([sys.executable, "-m", "scsc", "cluster", str(data_file), "--out", str(tmp_path / "c"),
-                          "--pretrained", str(out / "pretrain.pt"), "-k", "4", "--no-plots", "-q", *sets],
-                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scsc",
+            "cluster",
+            str(data_file),
+            "--out",
+            str(tmp_path / "c"),
+            "--pretrained",
+            str(out / "pretrain.pt"),
+            "-k",
+            "4",
+            "--no-plots",
+            "-q",
+            *sets,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     a = pd.read_csv(tmp_path / "c" / "clusters.csv")
     assert adjusted_rand_score(a.label, a.cluster) >= 0.9

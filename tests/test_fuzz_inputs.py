@@ -74,9 +74,13 @@ def write(fmt: str, base: Path, d: Data) -> Path:
             g.create_dataset("indices", data=m.indices.astype(np.int64))
             g.create_dataset("indptr", data=m.indptr.astype(np.int64))
             g.create_dataset("shape", data=np.array(m.shape, dtype=np.int32))
-            g.create_dataset("barcodes", data=np.array([f"AAAC{i:06d}-1" for i in range(d.x.shape[0])], dtype="S"))
+            g.create_dataset(
+                "barcodes", data=np.array([f"AAAC{i:06d}-1" for i in range(d.x.shape[0])], dtype="S")
+            )
             feats = g.create_group("features")
-            feats.create_dataset("id", data=np.array([f"ENSG{j:08d}" for j in range(len(d.genes))], dtype="S"))
+            feats.create_dataset(
+                "id", data=np.array([f"ENSG{j:08d}" for j in range(len(d.genes))], dtype="S")
+            )
             feats.create_dataset("name", data=np.array(d.genes, dtype="S"))
             feats.create_dataset("feature_type", data=np.array(["Gene Expression"] * len(d.genes), dtype="S"))
             feats.create_dataset("genome", data=np.array(["GRCh38"] * len(d.genes), dtype="S"))
@@ -135,6 +139,7 @@ def _put(value):
         x = d.x.copy()
         x[rng.integers(x.shape[0]), rng.integers(x.shape[1])] = value
         return Data(x, d.genes, d.labels)
+
     return f
 
 
@@ -157,6 +162,7 @@ def _ragged(path: Path, fmt: str, rng: np.random.Generator) -> None:
         i = int(rng.integers(1, len(lines)))
         lines[i] = lines[i] + sep + "7" + sep + "7"
         return lines
+
     _rewrite_table(path, edit)
 
 
@@ -198,27 +204,39 @@ DEFECTS = {
     "huge_value": Defect(FORMATS, data=_put(1e39), problem=("far beyond any count",)),
     "text_value": Defect(("h5", *TABLES), data=_text_value, problem=("non-numeric",)),
     "ragged_rows": Defect(TABLES, file=_ragged),
-    "empty_gene_name": Defect(("h5", "h5ad", *TABLES), data=_empty_gene, problem=("has no name", "empty name")),
+    "empty_gene_name": Defect(
+        ("h5", "h5ad", *TABLES), data=_empty_gene, problem=("has no name", "empty name")
+    ),
     "labels_wrong_length": Defect(("h5",), data=_short_labels, problem=("labels but there are",)),
     "labels_all_missing": Defect(("h5", "h5ad"), data=_missing_labels, problem=("label",)),
     "one_dimensional_X": Defect(("h5",), file=_one_dim, problem=("dimensions",)),
     "all_zero": Defect(FORMATS, data=_all_zero, problem=("no gene is expressed",), file_level=False),
-    "too_few_cells": Defect(FORMATS, problem=("cells with counts", "at least 11"), file_level=False,
-                            cells=(3, 9)),
+    "too_few_cells": Defect(
+        FORMATS, problem=("cells with counts", "at least 11"), file_level=False, cells=(3, 9)
+    ),
     "normalised_values": Defect(FORMATS, data=_normalised, problem=("not integer counts",), file_level=False),
 }
 #: Problems the one-line message may name for any of these (each needs one).
-ANY_OF = {"empty_gene_name": ("has no name", "empty name"), "truncated": (),
-          # scanpy reads 10x mtx values as float32, where 1e39 is already infinite
-          "huge_value": ("far beyond any count", "infinite")}
+ANY_OF = {
+    "empty_gene_name": ("has no name", "empty name"),
+    "truncated": (),
+    # scanpy reads 10x mtx values as float32, where 1e39 is already infinite
+    "huge_value": ("far beyond any count", "infinite"),
+}
 
 
 @st.composite
 def malformed(draw, fmt: str, name: str):
     """A ``fmt`` input with the defect ``name``: its shape, seed and path drawn."""
     lo, hi = DEFECTS[name].cells
-    return {"format": fmt, "defect": name, "cells": draw(st.integers(lo, hi)), "genes": draw(st.integers(4, 25)),
-            "seed": draw(st.integers(0, 2**16)), "unicode": draw(st.booleans())}
+    return {
+        "format": fmt,
+        "defect": name,
+        "cells": draw(st.integers(lo, hi)),
+        "genes": draw(st.integers(4, 25)),
+        "seed": draw(st.integers(0, 2**16)),
+        "unicode": draw(st.booleans()),
+    }
 
 
 def build(case: dict, folder: Path) -> Path:
@@ -279,12 +297,17 @@ def test_generated_malformed_inputs_are_refused(tmp_path_factory, runner, cli_ap
         before = digest(path)
         defect = DEFECTS[case["defect"]]
         any_of = ANY_OF.get(case["defect"])
-        label = ["--label-key", "cell_type"] if case["format"] == "h5ad" and defect.data is _missing_labels else []
+        label = (
+            ["--label-key", "cell_type"]
+            if case["format"] == "h5ad" and defect.data is _missing_labels
+            else []
+        )
         out = folder / "run out"
         with warnings.catch_warnings(record=True) as caught:  # a warning would reach the user's terminal too
             warnings.simplefilter("always")
-            result = runner.invoke(cli_app, ["cluster", str(path), "--out", str(out), "-k", "3", "--no-plots",
-                                             "-q", *label])
+            result = runner.invoke(
+                cli_app, ["cluster", str(path), "--out", str(out), "-k", "3", "--no-plots", "-q", *label]
+            )
         one_error_line(result, path, defect.problem, any_of)
         shown = [w for w in caught if not issubclass(w.category, HIDDEN_WARNINGS)]
         assert not shown, [f"{w.category.__name__}: {w.message}" for w in shown]
@@ -300,14 +323,20 @@ def test_generated_malformed_inputs_are_refused(tmp_path_factory, runner, cli_ap
 
     for fmt in FORMATS:  # every defect a reader can meet, each with its own drawn examples
         for name in (n for n, d in DEFECTS.items() if fmt in d.formats):
-            settings(max_examples=EXAMPLES_PER_PAIR, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])(
-                given(case=malformed(fmt, name))(check))()
+            settings(
+                max_examples=EXAMPLES_PER_PAIR,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+            )(given(case=malformed(fmt, name))(check))()
     distinct = set(seen)
     with capsys.disabled():
-        print(f"\ninput fuzzer: {len(seen)} generated malformed inputs refused "
-              f"({len(distinct)} distinct format × defect pairs, {len({f for f, _ in seen})} formats, "
-              f"{len({d for _, d in seen})} defects)")
+        print(
+            f"\ninput fuzzer: {len(seen)} generated malformed inputs refused "
+            f"({len(distinct)} distinct format × defect pairs, {len({f for f, _ in seen})} formats, "
+            f"{len({d for _, d in seen})} defects)"
+        )
     assert len(seen) >= 50
     assert {f for f, _ in seen} == set(FORMATS) and {d for _, d in seen} == set(DEFECTS)
 

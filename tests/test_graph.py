@@ -97,13 +97,17 @@ def test_leiden_graph_is_exact_above_scanpys_own_exact_size(monkeypatch):
 
     seen = []
     neighbors = sc.pp.neighbors
-    monkeypatch.setattr(sc.pp, "neighbors", lambda *a, **kw: seen.append(kw.get("transformer")) or neighbors(*a, **kw))
+    monkeypatch.setattr(
+        sc.pp, "neighbors", lambda *a, **kw: seen.append(kw.get("transformer")) or neighbors(*a, **kw)
+    )
     x = np.random.default_rng(0).normal(size=(8300, 3)).astype(np.float32)
     g = knn_connectivities(x)
     assert seen == ["sklearn"]
     _, nearest = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
-    exact = sp.csr_matrix((np.ones(nearest[:, 1:].size), (np.repeat(np.arange(len(x)), 14), nearest[:, 1:].ravel())),
-                          shape=g.shape)
+    exact = sp.csr_matrix(
+        (np.ones(nearest[:, 1:].size), (np.repeat(np.arange(len(x)), 14), nearest[:, 1:].ravel())),
+        shape=g.shape,
+    )
     exact = exact.maximum(exact.T)
     assert (g != g.T).nnz == 0 and (abs((g > 0).astype(float) - exact) > 0).nnz == 0
     knn_connectivities(x[:300], exact_max_cells=299)
@@ -167,10 +171,12 @@ def test_ppr_defaults_keep_the_largest_entries_accurately(knn, dense_ppr):
     assert np.abs(dense_approx[kept] - dense_ppr[kept]).max() < 2e-3
     # The diagonal (the largest entry of each row) is always kept and accurate to 1 %.
     np.testing.assert_allclose(approx.diagonal(), np.diag(dense_ppr), rtol=1e-2)
-    overlap = np.array([
-        len(set(np.argsort(-dense_ppr[i])[: cfg.ppr_topk]) & set(approx[i].indices)) / cfg.ppr_topk
-        for i in range(approx.shape[0])
-    ])
+    overlap = np.array(
+        [
+            len(set(np.argsort(-dense_ppr[i])[: cfg.ppr_topk]) & set(approx[i].indices)) / cfg.ppr_topk
+            for i in range(approx.shape[0])
+        ]
+    )
     assert overlap.min() >= 0.75 and overlap.mean() >= 0.9
     mass = dense_approx.sum(axis=1) / dense_ppr.sum(axis=1)
     assert mass.mean() > 0.75 and mass.min() > 0.25
@@ -276,11 +282,13 @@ def test_graph_pipeline_on_cbmc_stays_far_below_dense_memory(shared_file):
 def test_graphs_reach_torch_without_warnings_for_notebook_users(fresh_python):
     """torch warns once per process that CSR tensors are beta and that invariant checks are off; a scanpy
     user calling scsc.cluster in a notebook saw both. A fresh process, so that no earlier test used them up."""
-    code = ("import warnings, numpy as np, scipy.sparse as sp, torch\n"
-            "from scsc.data.tensors import sparse_to_torch\n"
-            "m = sp.random(6, 6, density=0.4, format='csr', random_state=0)\n"
-            "with warnings.catch_warnings(record=True) as caught:  # Python's default filters, as in a notebook\n"
-            "    t = sparse_to_torch(m)\n"
-            "assert torch.equal(t.to_dense(), torch.from_numpy(m.toarray().astype(np.float32)))\n"
-            "print([str(w.message)[:60] for w in caught])\n")
+    code = (
+        "import warnings, numpy as np, scipy.sparse as sp, torch\n"
+        "from scsc.data.tensors import sparse_to_torch\n"
+        "m = sp.random(6, 6, density=0.4, format='csr', random_state=0)\n"
+        "with warnings.catch_warnings(record=True) as caught:  # Python's default filters, as in a notebook\n"
+        "    t = sparse_to_torch(m)\n"
+        "assert torch.equal(t.to_dense(), torch.from_numpy(m.toarray().astype(np.float32)))\n"
+        "print([str(w.message)[:60] for w in caught])\n"
+    )
     assert fresh_python(code) == "[]"

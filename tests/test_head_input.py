@@ -37,6 +37,7 @@ def test_features_are_z_beside_the_scaled_input():
     f = head.features(z)
     assert f.shape == (150, 10) and head.centroids.shape == (3, 10)
     assert torch.equal(f[:, :4], z)
+
     def rms(a):
         return float(a.pow(2).sum(1).mean().sqrt())
 
@@ -61,8 +62,10 @@ def test_the_input_decides_what_z_cannot():
 
 
 def test_weight_scales_the_input_part():
-    (half, z, _), (one, _, _) = _started(SinkhornHead, "cluster.input_weight=0.5"), \
-        _started(SinkhornHead, "cluster.input_weight=1")
+    (half, z, _), (one, _, _) = (
+        _started(SinkhornHead, "cluster.input_weight=0.5"),
+        _started(SinkhornHead, "cluster.input_weight=1"),
+    )
     assert torch.allclose(half.features(z)[:, 4:] * 2, one.features(z)[:, 4:], atol=1e-5)
 
 

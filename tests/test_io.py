@@ -113,9 +113,11 @@ def test_h5_float_counts_stored_as_float(tmp_path, counts):
 # --------------------------------------------------------------------------- .h5ad (X or a layer, labels)
 @pytest.fixture
 def h5ad_file(tmp_path, counts, genes, cells, labels) -> Path:
-    a = ad.AnnData(X=np.log1p(counts).astype(np.float32),
-                   obs=pd.DataFrame({"celltype": pd.Categorical(labels), "batch": "b1"}, index=cells),
-                   var=pd.DataFrame(index=genes))
+    a = ad.AnnData(
+        X=np.log1p(counts).astype(np.float32),
+        obs=pd.DataFrame({"celltype": pd.Categorical(labels), "batch": "b1"}, index=cells),
+        var=pd.DataFrame(index=genes),
+    )
     a.layers["counts"] = sp.csr_matrix(counts.astype(np.float32))
     path = tmp_path / "data.h5ad"
     a.write_h5ad(path)
@@ -159,8 +161,9 @@ def test_layer_refused_for_other_formats(tmp_path, counts):
 
 
 def test_info_json_with_layer_and_label_key(h5ad_file, runner, cli_app):
-    result = runner.invoke(cli_app, ["info", str(h5ad_file), "--layer", "counts", "--label-key", "celltype",
-                                     "--json"])
+    result = runner.invoke(
+        cli_app, ["info", str(h5ad_file), "--layer", "counts", "--label-key", "celltype", "--json"]
+    )
     assert result.exit_code == 0, result.output
     facts = json.loads(result.output)
     assert facts["cells"] == N_CELLS and facts["genes"] == N_GENES
@@ -241,9 +244,16 @@ def _frame(counts, genes, cells) -> pd.DataFrame:
     return pd.DataFrame(counts, index=cells, columns=genes)
 
 
-@pytest.mark.parametrize("suffix, sep, gz", [(".csv", ",", False), (".tsv", "\t", False),
-                                             (".csv.gz", ",", True), (".tsv.gz", "\t", True),
-                                             (".txt", "\t", False)])
+@pytest.mark.parametrize(
+    "suffix, sep, gz",
+    [
+        (".csv", ",", False),
+        (".tsv", "\t", False),
+        (".csv.gz", ",", True),
+        (".tsv.gz", "\t", True),
+        (".txt", "\t", False),
+    ],
+)
 @pytest.mark.parametrize("transpose", [False, True])
 def test_tables(tmp_path, counts, genes, cells, suffix, sep, gz, transpose):
     df = _frame(counts, genes, cells)

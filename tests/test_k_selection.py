@@ -37,11 +37,21 @@ def blobs(k: int, per: int = 80, d: int = 10, sep: float = 12.0, seed: int = 0) 
     return np.vstack([c + rng.normal(size=(per, d)) for c in centers]).astype(np.float32)
 
 
-@pytest.mark.parametrize("text, expected", [
-    (None, (None, [])), ("auto", (None, [])), ("AUTO", (None, [])), ("8", (8, [])), (8, (8, [])),
-    ("6,8,10", (None, [6, 8, 10])), ("10, 6", (None, [6, 10])), ("5:8", (None, [5, 6, 7, 8])),
-    ([4, 3, 4], (None, [3, 4])), (range(3, 5), (None, [3, 4])),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (None, (None, [])),
+        ("auto", (None, [])),
+        ("AUTO", (None, [])),
+        ("8", (8, [])),
+        (8, (8, [])),
+        ("6,8,10", (None, [6, 8, 10])),
+        ("10, 6", (None, [6, 10])),
+        ("5:8", (None, [5, 6, 7, 8])),
+        ([4, 3, 4], (None, [3, 4])),
+        (range(3, 5), (None, [3, 4])),
+    ],
+)
 def test_parse_k(text, expected):
     assert parse_k(text) == expected
 
@@ -54,8 +64,19 @@ def test_parse_k_refuses_with_a_message(text):
 
 def test_connectivity_counts_edges_between_clusters_against_chance():
     # Two triangles joined by one edge: the clusters share 1 of 7 edges.
-    a = sp.csr_matrix(np.array([[0, 1, 1, 0, 0, 0], [1, 0, 1, 0, 0, 0], [1, 1, 0, 1, 0, 0],
-                                [0, 0, 1, 0, 1, 1], [0, 0, 0, 1, 0, 1], [0, 0, 0, 1, 1, 0]], dtype=float))
+    a = sp.csr_matrix(
+        np.array(
+            [
+                [0, 1, 1, 0, 0, 0],
+                [1, 0, 1, 0, 0, 0],
+                [1, 1, 0, 1, 0, 0],
+                [0, 0, 1, 0, 1, 1],
+                [0, 0, 0, 1, 0, 1],
+                [0, 0, 0, 1, 1, 0],
+            ],
+            dtype=float,
+        )
+    )
     labels = np.array([0, 0, 0, 1, 1, 1])
     c = cluster_connectivity(a, labels)
     # w_01 = 1; d_0 = d_1 = 7 (twice the 3 inner edges plus the shared one); expected = (7·3 + 7·3) / 5.
@@ -86,7 +107,9 @@ def test_merge_path_folds_clusters_below_the_minimum_size_into_their_most_connec
 
 def test_select_k_does_not_count_a_satellite_below_the_minimum_size():
     rng = np.random.default_rng(1)
-    z = np.vstack([blobs(4, per=200), blobs(1, per=6, seed=7) + rng.normal(scale=30.0, size=10)]).astype(np.float32)
+    z = np.vstack([blobs(4, per=200), blobs(1, per=6, seed=7) + rng.normal(scale=30.0, size=10)]).astype(
+        np.float32
+    )
     assert select_k(z, seed=0).k == 5  # the six far cells form a community of their own (the default)
     assert select_k(z, seed=0, min_fraction=0.01).k == 4  # 6 < 1 % of 806 cells: folded into a blob
     # Off by default: a clearly separated small type is a type (scsc simulate plants one of 16 of 2,000 cells).
@@ -162,7 +185,9 @@ def test_estimate_is_clear_only_where_the_next_split_is_far_more_connected():
     assert "scsc_cluster_k<K>'] for K = 3, 6" in listed.verdict() and "--n-clusters" not in listed.verdict()
     assert list(listed.to_uns()["candidates"]) == [3, 4, 6]
     uns = ramp.to_uns()
-    assert uns["clear"] is False and uns["gap"] == pytest.approx(ramp.gap) and uns["clear_ratio"] == CLEAR_RATIO
+    assert (
+        uns["clear"] is False and uns["gap"] == pytest.approx(ramp.gap) and uns["clear_ratio"] == CLEAR_RATIO
+    )
     assert np.isnan(finest.to_uns()["gap"])
 
 
@@ -289,7 +314,9 @@ def test_the_k_graphs_follow_the_runs_exact_search_limit(sim4, monkeypatch):
 
 def test_n_clusters_outside_candidates_is_refused(sim4):
     with pytest.raises(ConfigError, match="k_candidates"):
-        scsc.run(sim4, config=RunConfig().override([*FAST, "cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"]))
+        scsc.run(
+            sim4, config=RunConfig().override([*FAST, "cluster.n_clusters=6", "cluster.k_candidates=[3, 4]"])
+        )
     with pytest.raises(ConfigError, match="--n-clusters"):
         scsc.run(sim4, n_clusters="1:3", config=RunConfig().override(FAST))
 
@@ -300,7 +327,9 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     write_h5_counts(data, counts, sim4.obs["label"].astype(str).to_numpy().astype("S"), list(sim4.var_names))
     cfg = tmp_path / "fast.toml"
     RunConfig().override(FAST).save(cfg)
-    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "auto"), "--config", str(cfg)])
+    res = runner.invoke(
+        cli_app, ["cluster", str(data), "--out", str(tmp_path / "auto"), "--config", str(cfg)]
+    )
     assert res.exit_code == 0, res.output
     assert "(estimated)" in res.stdout and "runner-up" in res.stdout and "threshold" in res.stdout
     # The verdict line: clear, or not clear-cut with the K values to compare.
@@ -312,9 +341,23 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     record = load_checkpoint(tmp_path / "auto" / "pretrain.pt")
     assert {"encoder", "fingerprint", "config", "history"} <= set(record)
     assert any(row["stage"].startswith("pretrain") for row in record["history"])
-    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "again"), "--config", str(cfg),
-                                  "--pretrained", str(tmp_path / "auto" / "pretrain.pt"), "-k", "3:5", "--json",
-                                  "--no-plots"])
+    res = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(data),
+            "--out",
+            str(tmp_path / "again"),
+            "--config",
+            str(cfg),
+            "--pretrained",
+            str(tmp_path / "auto" / "pretrain.pt"),
+            "-k",
+            "3:5",
+            "--json",
+            "--no-plots",
+        ],
+    )
     assert res.exit_code == 0, res.output
     again = json.loads(res.stdout)
     assert again["pretraining"] == str(tmp_path / "auto" / "pretrain.pt")
@@ -323,8 +366,21 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     first, second = (pd.read_csv(tmp_path / d / "clusters.csv") for d in ("auto", "again"))
     k_first = first.cluster.nunique()
     assert 3 <= k_first <= 5 and np.array_equal(first.cluster, second[f"cluster_k{k_first}"])
-    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "multi"), "--config", str(cfg),
-                                  "-k", "3,5", "--json", "--no-plots"])
+    res = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(data),
+            "--out",
+            str(tmp_path / "multi"),
+            "--config",
+            str(cfg),
+            "-k",
+            "3,5",
+            "--json",
+            "--no-plots",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n_clusters"] in (3, 5) and summary["k_candidates"] == [3, 5]
@@ -337,11 +393,18 @@ def test_cli_auto_and_candidates_write_choice_plots_and_columns(tmp_path, runner
     assert {"scsc_cluster_k3", "scsc_cluster_k5"} <= set(out.obs)
     saved = out.uns["scsc"]["k_selection"]
     assert set(saved["k_values"]) >= {3, 5}
-    assert bool(saved["clear"]) == summary["k_selection"]["clear"] and float(saved["clear_ratio"]) == CLEAR_RATIO
-    assert (np.isnan(saved["gap"]) if summary["k_selection"]["gap"] is None
-            else saved["gap"] == pytest.approx(summary["k_selection"]["gap"], abs=0.01))
-    res = runner.invoke(cli_app, ["cluster", str(data), "--out", str(tmp_path / "tree"), "--config", str(cfg),
-                                  "-k", "3,4", "-q"])
+    assert (
+        bool(saved["clear"]) == summary["k_selection"]["clear"] and float(saved["clear_ratio"]) == CLEAR_RATIO
+    )
+    assert (
+        np.isnan(saved["gap"])
+        if summary["k_selection"]["gap"] is None
+        else saved["gap"] == pytest.approx(summary["k_selection"]["gap"], abs=0.01)
+    )
+    res = runner.invoke(
+        cli_app,
+        ["cluster", str(data), "--out", str(tmp_path / "tree"), "--config", str(cfg), "-k", "3,4", "-q"],
+    )
     assert res.exit_code == 0 and (tmp_path / "tree" / "k_tree.png").stat().st_size > 0
 
 

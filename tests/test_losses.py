@@ -142,7 +142,9 @@ def test_chunked_zinb_equals_the_whole_likelihood_in_value_and_gradient():
     for got, want in zip([w.grad for w in (*head.parameters(), hidden)], expected, strict=True):
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
-        assert zinb_nll_chunked(params, hidden, counts, sf, chunk=16).item() == pytest.approx(whole.item(), rel=1e-6)
+        assert zinb_nll_chunked(params, hidden, counts, sf, chunk=16).item() == pytest.approx(
+            whole.item(), rel=1e-6
+        )
 
 
 def test_sinkhorn_plan_meets_marginals_and_survives_degenerate_q():
@@ -158,7 +160,7 @@ def test_sinkhorn_plan_meets_marginals_and_survives_degenerate_q():
     plan = sinkhorn_plan(hard, np.array([0.3, 0.3, 0.4]), lam=5.0, n_iter=1000, tol=1e-9)
     assert np.isfinite(plan).all() and np.allclose(plan.sum(1), 1.0)
     # Extreme sharpness where the plain solver underflows.
-    plan = sinkhorn_plan(q ** 40 / (q ** 40).sum(1, keepdims=True), props, lam=50.0, n_iter=500, tol=1e-9)
+    plan = sinkhorn_plan(q**40 / (q**40).sum(1, keepdims=True), props, lam=50.0, n_iter=500, tol=1e-9)
     assert np.isfinite(plan).all() and np.allclose(plan.sum(1), 1.0)
 
 

@@ -17,8 +17,13 @@ from scsc.data.graph import row_normalize
 from scsc.data.preprocess import preprocess
 
 #: Short stages: the tests check mechanics, not quality.
-FAST = ["pretrain.ae_epochs=4", "pretrain.gae_epochs=6", "pretrain.joint_epochs=6", "cluster.epochs=6",
-        "model.ae_hidden=[64, 128]"]
+FAST = [
+    "pretrain.ae_epochs=4",
+    "pretrain.gae_epochs=6",
+    "pretrain.joint_epochs=6",
+    "cluster.epochs=6",
+    "model.ae_hidden=[64, 128]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +47,12 @@ def plan(data):
 
 def test_batch_size_resolution():
     auto = MinibatchConfig(auto_above=1000, auto_batch_size=300)
-    assert resolve_batch_size(auto, 1000) == 0          # auto: full batch up to the threshold
+    assert resolve_batch_size(auto, 1000) == 0  # auto: full batch up to the threshold
     assert resolve_batch_size(auto, 1001) == 300
     assert resolve_batch_size(MinibatchConfig(batch_size=0), 10**6) == 0
-    assert resolve_batch_size(MinibatchConfig(batch_size=500), 400) == 0  # a batch of every cell is full batch
+    assert (
+        resolve_batch_size(MinibatchConfig(batch_size=500), 400) == 0
+    )  # a batch of every cell is full batch
     assert resolve_batch_size(MinibatchConfig(batch_size=500), 4000) == 500
 
 
@@ -106,8 +113,10 @@ def test_augmenter_focus_on_all_cells_gives_the_full_graphs(data):
     assert model.augment.adj2.shape == (len(rows), len(rows))
     assert torch.allclose(model.augment.adj2.to_dense(), full[2][rows][:, rows])
     model.augment.focus(None)
-    assert all(torch.equal(a.to_dense(), b) for a, b in zip((model.augment.adj_main, model.augment.adj2),
-                                                              (full[0], full[2]), strict=True))
+    assert all(
+        torch.equal(a.to_dense(), b)
+        for a, b in zip((model.augment.adj_main, model.augment.adj2), (full[0], full[2]), strict=True)
+    )
 
 
 def test_whole_data_embedding_uses_the_whole_graph_and_attends_within_batches(data, plan):
@@ -128,8 +137,10 @@ def test_whole_data_embedding_uses_the_whole_graph_and_attends_within_batches(da
             want[torch.from_numpy(rows)] = 0.7 * torch.softmax(zb @ zb.T * f.scale, dim=1) @ zb + zb
     assert torch.allclose(z, want, atol=1e-4)
     model.augment.prepare(data, z.numpy())
-    assert torch.allclose(embed_cells(model, data, plan), model.embed(data, groups=[
-        torch.from_numpy(rows) for rows in plan.eval_batches()]))
+    assert torch.allclose(
+        embed_cells(model, data, plan),
+        model.embed(data, groups=[torch.from_numpy(rows) for rows in plan.eval_batches()]),
+    )
     # Attention over all cells instead of within batches gives another embedding (the test can fail).
     assert not torch.allclose(embed_cells(model, data, plan), model.embed(data), atol=1e-3)
 
@@ -139,7 +150,9 @@ def test_batch_marginals_are_the_batch_share_of_the_initial_clusters():
 
     head = SinkhornHead(RunConfig())
     rng = np.random.default_rng(0)
-    z = torch.from_numpy(np.concatenate([rng.normal(c, 0.1, size=(50, 2)) for c in (0, 3, 6)]).astype(np.float32))
+    z = torch.from_numpy(
+        np.concatenate([rng.normal(c, 0.1, size=(50, 2)) for c in (0, 3, 6)]).astype(np.float32)
+    )
     labels = head.init(z, 3)
     rows = torch.arange(0, 100)  # the first two blobs only
     head.focus(rows)
@@ -159,7 +172,9 @@ def _drifted_blobs():
     drifted two thirds of the way towards the right one (what a centroid sees when no batch holds its cluster)."""
     rng = np.random.default_rng(1)
     centres = np.array([[0.0, 0.0], [6.0, 0.0], [12.0, 0.0]])
-    z = torch.from_numpy(np.concatenate([rng.normal(c, 0.3, size=(60, 2)) for c in centres]).astype(np.float32))
+    z = torch.from_numpy(
+        np.concatenate([rng.normal(c, 0.3, size=(60, 2)) for c in centres]).astype(np.float32)
+    )
     moved = z.clone()
     moved[60:120, 0] += 4.0
     return z, moved, np.repeat(np.arange(3), 60)
@@ -217,9 +232,12 @@ def test_minibatch_run_is_deterministic_and_clusters(sim):
 
 
 def test_batch_of_all_cells_is_the_full_batch_run(sim):
-    full = scsc.run(sim.to_anndata(), n_clusters=4, config=RunConfig().override([*FAST, "minibatch.batch_size=0"]))
-    same = scsc.run(sim.to_anndata(), n_clusters=4,
-                    config=RunConfig().override([*FAST, "minibatch.batch_size=100000"]))
+    full = scsc.run(
+        sim.to_anndata(), n_clusters=4, config=RunConfig().override([*FAST, "minibatch.batch_size=0"])
+    )
+    same = scsc.run(
+        sim.to_anndata(), n_clusters=4, config=RunConfig().override([*FAST, "minibatch.batch_size=100000"])
+    )
     assert np.array_equal(full.labels, same.labels)
     assert full.adata.uns["scsc"]["minibatch"] == {"batch_size": 0}
 
@@ -241,8 +259,13 @@ def test_minibatch_resume_equals_uninterrupted_run(sim, tmp_path, stage, n):
     reference = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg)
     path = tmp_path / FILE_NAME
     with pytest.raises(Interrupt):
-        scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, reporter=StopAfter(stage, n),
-                 control=RunControl(path, 2))
+        scsc.run(
+            sim.to_anndata(),
+            n_clusters=4,
+            config=cfg,
+            reporter=StopAfter(stage, n),
+            control=RunControl(path, 2),
+        )
     r = scsc.run(sim.to_anndata(), n_clusters=4, config=cfg, control=RunControl(path, 2, resume=True))
     assert np.array_equal(r.labels, reference.labels)
     assert np.allclose(r.embedding, reference.embedding, atol=1e-4)
@@ -253,12 +276,16 @@ def test_cli_batch_size(runner, cli_app, small_h5, tmp_path):
 
     out = tmp_path / "run"
     sets = [x for s in FAST for x in ("--set", s)]
-    result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out), "-k", "3", "--batch-size", "100",
-                                     "--no-plots", *sets])
+    result = runner.invoke(
+        cli_app,
+        ["cluster", str(small_h5), "--out", str(out), "-k", "3", "--batch-size", "100", "--no-plots", *sets],
+    )
     assert result.exit_code == 0, result.output
     assert "batches of 100 cells" in result.output
     saved = ad.read_h5ad(out / "result.h5ad")
     assert saved.uns["scsc"]["minibatch"]["batch_size"] == 100
     assert "batch_size = 100" in (out / "config.toml").read_text()
-    bad = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(tmp_path / "x"), "--batch-size", "-5"])
+    bad = runner.invoke(
+        cli_app, ["cluster", str(small_h5), "--out", str(tmp_path / "x"), "--batch-size", "-5"]
+    )
     assert bad.exit_code == 2 and "Traceback" not in bad.output

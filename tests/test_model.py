@@ -57,11 +57,19 @@ def test_same_seed_same_labels_and_labels_never_used(sim):
     assert np.array_equal(a.labels, c.labels) and c.metrics is None
 
 
-@pytest.mark.parametrize("kind,name", [
-    ("augment", "noise"), ("augment", "graph"), ("augment", "none"),
-    ("encoder", "ae"), ("encoder", "graph"), ("fusion", "mean"),
-    ("cluster", "dec"), ("cluster", "kmeans"),
-])
+@pytest.mark.parametrize(
+    "kind,name",
+    [
+        ("augment", "noise"),
+        ("augment", "graph"),
+        ("augment", "none"),
+        ("encoder", "ae"),
+        ("encoder", "graph"),
+        ("fusion", "mean"),
+        ("cluster", "dec"),
+        ("cluster", "kmeans"),
+    ],
+)
 def test_every_component_runs(sim, kind, name):
     r = scsc.run(sim, n_clusters=3, config=fast_config(f"components.{kind}={name}"))
     assert len(np.unique(r.labels)) >= 2
@@ -132,19 +140,43 @@ def test_cli_pretrain_then_cluster_writes_every_file(tmp_path, sim):
     cfg = tmp_path / "fast.toml"
     fast_config().save(cfg)
     runner = CliRunner()
-    res = runner.invoke(app, ["pretrain", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"])
+    res = runner.invoke(
+        app, ["pretrain", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "pretrain.pt").exists()
     saved_pretraining = (tmp_path / "run" / "pretrain.pt").read_bytes()
-    res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg),
-                              "--pretrained", str(tmp_path / "run" / "pretrain.pt"), "-k", "3", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "cluster",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--config",
+            str(cfg),
+            "--pretrained",
+            str(tmp_path / "run" / "pretrain.pt"),
+            "-k",
+            "3",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["n_clusters"] == 3 and "metrics" in summary
     assert summary["pretraining"] == str(tmp_path / "run" / "pretrain.pt")
     assert (tmp_path / "run" / "pretrain.pt").read_bytes() == saved_pretraining
-    for f in ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "config.toml", "metrics.json",
-              "umap.png", "loss.png"):
+    for f in (
+        "result.h5ad",
+        "clusters.csv",
+        "loss.csv",
+        "model.pt",
+        "config.toml",
+        "metrics.json",
+        "umap.png",
+        "loss.png",
+    ):
         assert (tmp_path / "run" / f).stat().st_size > 0, f
     import anndata as ad
 
@@ -154,13 +186,28 @@ def test_cli_pretrain_then_cluster_writes_every_file(tmp_path, sim):
     saved = RunConfig.from_toml(tmp_path / "run" / "config.toml")
     assert saved.cluster.n_clusters == 3
     # A second run into the same folder refuses to overwrite.
-    res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"])
+    res = runner.invoke(
+        app, ["cluster", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg), "-q"]
+    )
     assert res.exit_code == 2 and "--overwrite" in res.output
     # A run that pretrains itself beside an earlier pretrain.pt keeps that file and names no pretraining.
     (tmp_path / "next").mkdir()
     (tmp_path / "next" / "pretrain.pt").write_bytes(saved_pretraining)
-    res = runner.invoke(app, ["cluster", str(data), "--out", str(tmp_path / "next"), "--config", str(cfg), "-k", "3",
-                              "--json", "--no-plots"])
+    res = runner.invoke(
+        app,
+        [
+            "cluster",
+            str(data),
+            "--out",
+            str(tmp_path / "next"),
+            "--config",
+            str(cfg),
+            "-k",
+            "3",
+            "--json",
+            "--no-plots",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "pretraining" not in json.loads(res.stdout)
     assert (tmp_path / "next" / "pretrain.pt").read_bytes() == saved_pretraining
@@ -173,8 +220,10 @@ def test_pretrained_checkpoint_from_other_data_is_refused(tmp_path, sim):
         scsc.run(other, n_clusters=3, config=fast_config(), pretrained=ckpt)
 
 
-@pytest.mark.skipif(not (DATA / "Maayan_Mouse_Pancreas_cell_1.h5").exists(),
-                    reason="shared datasets not found beside the repository (../shared/datasets)")
+@pytest.mark.skipif(
+    not (DATA / "Maayan_Mouse_Pancreas_cell_1.h5").exists(),
+    reason="shared datasets not found beside the repository (../shared/datasets)",
+)
 def test_row_order_matters_no_more_than_the_seed():
     """On real data: ARI(original, shuffled rows) ≥ ARI(seed 0, seed 1) − 0.02 (same seed for the first pair)."""
     adata = scsc.read(DATA / "Maayan_Mouse_Pancreas_cell_1.h5")

@@ -10,8 +10,10 @@ import importlib.util
 
 import pytest
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("scsc_gat") is None,
-                                reason="plugin package scsc-gat is not installed (pip install -e plugins/scsc-gat)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("scsc_gat") is None,
+    reason="plugin package scsc-gat is not installed (pip install -e plugins/scsc-gat)",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,10 +41,12 @@ def test_gat_encoder_and_its_section_are_registered():
 
 def test_the_registry_loads_the_plugin_without_torch_geometric(fresh_python):
     """torch-geometric takes seconds to import: only a run that builds the ``gat`` encoder pays for it."""
-    code = ("import sys; from scsc.plugins import get_registry; from scsc.config import RunConfig; "
-            "r = get_registry(); assert 'gat' in r.names('encoder'); "
-            "print('torch_geometric' in sys.modules, end=' '); "
-            "r.build('encoder', 'gat', RunConfig(), n_input=20, n_genes=0); print('torch_geometric' in sys.modules)")
+    code = (
+        "import sys; from scsc.plugins import get_registry; from scsc.config import RunConfig; "
+        "r = get_registry(); assert 'gat' in r.names('encoder'); "
+        "print('torch_geometric' in sys.modules, end=' '); "
+        "r.build('encoder', 'gat', RunConfig(), n_input=20, n_genes=0); print('torch_geometric' in sys.modules)"
+    )
     assert fresh_python(code) == "False True"
 
 
@@ -66,14 +70,29 @@ def test_plugin_section_is_validated_like_a_builtin_one(tmp_path):
 
 
 def test_cli_refuses_a_bad_plugin_setting_in_one_line(runner, cli_app, small_h5, tmp_path):
-    res = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(tmp_path / "o"), "--encoder", "gat",
-                                  "--set", "plugin.gat.heads=0"])
+    res = runner.invoke(
+        cli_app,
+        [
+            "cluster",
+            str(small_h5),
+            "--out",
+            str(tmp_path / "o"),
+            "--encoder",
+            "gat",
+            "--set",
+            "plugin.gat.heads=0",
+        ],
+    )
     assert res.exit_code == 2 and "plugin.gat" in res.output and "Traceback" not in res.output
 
 
 def test_gat_encoder_runs_in_scsc_ablate(run_study):
-    rows = run_study('[[variants]]\nname = "GAT encoder"\nencoder = "gat"\nset = { "plugin.gat.heads" = 2 }\n',
-                     20, "-k", "3")
+    rows = run_study(
+        '[[variants]]\nname = "GAT encoder"\nencoder = "gat"\nset = { "plugin.gat.heads" = 2 }\n',
+        20,
+        "-k",
+        "3",
+    )
     gat = rows["GAT encoder"]
     assert gat["status"] == "ok", gat["error"]
     assert float(gat["ari"]) >= 0.9  # three well-separated simulated types

@@ -23,7 +23,9 @@ def _installed() -> bool:
 
 
 pytestmark = pytest.mark.skipif(
-    not _installed(), reason="plugin package scsc-leiden is not installed (pip install -e plugins/scsc-leiden)")
+    not _installed(),
+    reason="plugin package scsc-leiden is not installed (pip install -e plugins/scsc-leiden)",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -96,10 +98,14 @@ def test_head_implements_the_interface(small_sim):
     cfg = RunConfig()
     head = get_registry().build("cluster", "leiden", cfg)
     rng = np.random.default_rng(1)
-    z = torch.from_numpy(np.concatenate([rng.normal(loc=c, size=(50, 4)) for c in (0, 6, 12)]).astype(np.float32))
+    z = torch.from_numpy(
+        np.concatenate([rng.normal(loc=c, size=(50, 4)) for c in (0, 6, 12)]).astype(np.float32)
+    )
     labels = head.init(z, 3)
     assert labels.shape == (150,) and set(labels) == {0, 1, 2}
-    assert head.n_clusters == 3 and torch.isclose(head.proportions.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert head.n_clusters == 3 and torch.isclose(
+        head.proportions.sum(), torch.tensor(1.0, dtype=torch.float64)
+    )
     q = head.soft_assign(z)
     assert q.shape == (150, 3) and torch.allclose(q.sum(1), torch.ones(150))
     terms = head.loss(z, q)
@@ -113,4 +119,6 @@ def test_plugin_component_runs_in_a_study(run_study):
     leiden = rows["Leiden head (unknown K)"]
     assert leiden["status"] == "ok", leiden["error"]
     assert 0.0 <= float(leiden["ari"]) <= 1.0 and int(leiden["n_clusters"]) >= 2
-    assert leiden["pretrain_key"] == rows["full model"]["pretrain_key"]   # the head does not change pretraining
+    assert (
+        leiden["pretrain_key"] == rows["full model"]["pretrain_key"]
+    )  # the head does not change pretraining

@@ -87,7 +87,9 @@ def test_raw_counts_are_kept_for_the_hvgs(small_sim, prepared):
     cols = [small_sim.genes.index(g) for g in prepared.hvg]
     np.testing.assert_array_equal(counts.toarray(), small_sim.counts[:, cols].toarray())
     # prepared.adata holds the raw counts of every kept gene, with labels.
-    np.testing.assert_array_equal(prepared.adata[:, prepared.hvg].X.toarray(), small_sim.counts[:, cols].toarray())
+    np.testing.assert_array_equal(
+        prepared.adata[:, prepared.hvg].X.toarray(), small_sim.counts[:, cols].toarray()
+    )
     assert list(prepared.adata.obs["label"]) == list(small_sim.labels)
 
 

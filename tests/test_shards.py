@@ -35,8 +35,18 @@ def sharded(tmp_path_factory):
     path = tmp / "sim.h5ad"
     scsc.write_h5ad(sim, path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3", str(WORKER),
-           str(path), str(tmp), "128"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "3",
+        str(WORKER),
+        str(path),
+        str(tmp),
+        "128",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [dict(np.load(tmp / f"rank{r}.npz")) for r in range(3)]
@@ -108,8 +118,9 @@ def test_a_rank_refuses_a_batch_of_cells_it_does_not_hold(sharded):
     with pytest.raises(RuntimeError, match="does not hold"):
         part.subset(other)
     assert part.subset(other, with_counts=False).counts is None
-    np.testing.assert_array_equal(part.subset(mine.cells[:10]).counts.numpy(),
-                                  one.counts[mine.cells[:10]].toarray())
+    np.testing.assert_array_equal(
+        part.subset(mine.cells[:10]).counts.numpy(), one.counts[mine.cells[:10]].toarray()
+    )
 
 
 def test_too_few_parts_for_the_ranks_is_a_clear_error(sharded):
@@ -151,7 +162,9 @@ def test_read_a_shard_gives_those_rows_of_the_whole_file(tmp_path, fmt):
         a = sim.to_anndata()
         import pandas as pd
 
-        pd.DataFrame(np.asarray(sp.csr_matrix(a.X).toarray()), index=a.obs_names, columns=a.var_names).to_csv(path)
+        pd.DataFrame(np.asarray(sp.csr_matrix(a.X).toarray()), index=a.obs_names, columns=a.var_names).to_csv(
+            path
+        )
     whole = scsc.read(path)
     seen = []
 

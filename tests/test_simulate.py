@@ -20,8 +20,9 @@ else:  # pragma: no cover
 
 def test_cli_simulate_h5_and_markers(tmp_path, runner, cli_app):
     out, markers = tmp_path / "out.h5", tmp_path / "m.toml"
-    result = runner.invoke(cli_app, ["simulate", "--cells", "200", "--types", "3", str(out),
-                                     "--markers-out", str(markers)])
+    result = runner.invoke(
+        cli_app, ["simulate", "--cells", "200", "--types", "3", str(out), "--markers-out", str(markers)]
+    )
     assert result.exit_code == 0, result.output
     assert "200 cells × 2,000 genes, 3 cell types" in " ".join(result.output.split())  # rich may wrap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml", "out.h5"]  # no temporary files left
@@ -44,18 +45,23 @@ def test_cli_simulate_h5_and_markers(tmp_path, runner, cli_app):
 
 def test_cli_simulate_h5ad(tmp_path, runner, cli_app):
     out = tmp_path / "sim.h5ad"
-    result = runner.invoke(cli_app, ["simulate", str(out), "--cells", "60", "--types", "2", "--genes", "100",
-                                     "--markers", "5", "-q"])
+    result = runner.invoke(
+        cli_app,
+        ["simulate", str(out), "--cells", "60", "--types", "2", "--genes", "100", "--markers", "5", "-q"],
+    )
     assert result.exit_code == 0 and result.output == ""
     adata = read(out, label_key="label")
     assert adata.shape == (60, 100)
     assert adata.obs["label"].nunique() == 2
 
 
-@pytest.mark.parametrize("args, problem", [
-    (["bad.txt"], "output must end in .h5 or .h5ad"),
-    (["x.h5", "--types", "10", "--genes", "100"], "10 types × 25 markers need more than 100 genes"),
-])
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["bad.txt"], "output must end in .h5 or .h5ad"),
+        (["x.h5", "--types", "10", "--genes", "100"], "10 types × 25 markers need more than 100 genes"),
+    ],
+)
 def test_cli_simulate_refuses(tmp_path, runner, cli_app, args, problem):
     result = runner.invoke(cli_app, ["simulate", str(tmp_path / args[0]), *args[1:]])
     assert result.exit_code == 2, result.output
@@ -121,8 +127,9 @@ def test_cli_simulate_depth_h5ad_is_sparse(tmp_path, runner, cli_app):
     import h5py
 
     out = tmp_path / "sparse.h5ad"
-    result = runner.invoke(cli_app, ["simulate", str(out), "--cells", "300", "--genes", "500", "--types", "3",
-                                     "--depth", "0.1"])
+    result = runner.invoke(
+        cli_app, ["simulate", str(out), "--cells", "300", "--genes", "500", "--types", "3", "--depth", "0.1"]
+    )
     assert result.exit_code == 0, result.output
     assert "zeros" in result.output
     with h5py.File(out) as f:

@@ -74,8 +74,9 @@ def string_x(tmp: Path) -> Path:
 
 
 def csv_text_column(tmp: Path) -> Path:
-    df = pd.DataFrame(_counts().astype(int), index=[f"c{i}" for i in range(40)],
-                      columns=[f"g{j}" for j in range(30)])
+    df = pd.DataFrame(
+        _counts().astype(int), index=[f"c{i}" for i in range(40)], columns=[f"g{j}" for j in range(30)]
+    )
     df["g7"] = ["high" if i % 2 else "low" for i in range(40)]
     path = tmp / "text_column.csv"
     df.to_csv(path)
@@ -83,8 +84,9 @@ def csv_text_column(tmp: Path) -> Path:
 
 
 def tsv_gz_text_column(tmp: Path) -> Path:
-    df = pd.DataFrame(_counts().astype(int), index=[f"c{i}" for i in range(40)],
-                      columns=[f"g{j}" for j in range(30)])
+    df = pd.DataFrame(
+        _counts().astype(int), index=[f"c{i}" for i in range(40)], columns=[f"g{j}" for j in range(30)]
+    )
     df["g3"] = "n/a?"
     path = tmp / "text_column.tsv.gz"
     with gzip.open(path, "wt") as fh:
@@ -163,8 +165,9 @@ CASES = {
     "all_zero": Case(all_zero, ("no gene is expressed",), file_level=False),
     "genes_too_rare": Case(genes_too_rare, ("no gene is expressed in at least 3 cells",), file_level=False),
     "five_cells_k10": Case(too_few_cells, ("only 5 cells", "at least 11"), file_level=False),
-    "empty_cells_leave_six": Case(empty_cells_leave_too_few, ("only 6 cells", "at least 11"),
-                                  file_level=False),
+    "empty_cells_leave_six": Case(
+        empty_cells_leave_too_few, ("only 6 cells", "at least 11"), file_level=False
+    ),
     "normalised_values": Case(normalised, ("not integer counts", "--log-normalized"), file_level=False),
 }
 
@@ -182,8 +185,9 @@ def no_training(monkeypatch):
 
 def assert_user_error(result, path: Path | None, problem: tuple[str, ...]) -> None:
     out = result.output
-    assert result.exit_code == 2, \
+    assert result.exit_code == 2, (
         f"exit code {result.exit_code}, output:\n{out}\nexception: {result.exception!r}"
+    )
     assert "Traceback" not in out
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{out}"
@@ -226,8 +230,9 @@ def test_info_describes_files_that_only_clustering_refuses(name, tmp_path, runne
 
 @pytest.mark.parametrize("command", ["cluster", "pretrain"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_training_commands_refuse_bad_input_before_training(name, command, tmp_path, runner, cli_app,
-                                                            no_training):
+def test_training_commands_refuse_bad_input_before_training(
+    name, command, tmp_path, runner, cli_app, no_training
+):
     case = CASES[name]
     path = case.make(tmp_path)
     out_dir = tmp_path / "run"
@@ -239,16 +244,19 @@ def test_training_commands_refuse_bad_input_before_training(name, command, tmp_p
 
 def _cli_in_fresh_python(fresh_python, args: list[str]) -> tuple[str, str]:
     """``scsc ARGS`` in a new interpreter → ("<exit code> <heavy modules it imported>", its output)."""
-    code = ("import sys; from typer.testing import CliRunner; from scsc.cli import app; "
-            f"r = CliRunner().invoke(app, {args!r}); "
-            "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
-            "print(r.output)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from scsc.cli import app; "
+        f"r = CliRunner().invoke(app, {args!r}); "
+        "print(r.exit_code, sorted(m for m in ('torch', 'scanpy', 'sklearn', 'anndata') if m in sys.modules)); "
+        "print(r.output)"
+    )
     status, _, output = fresh_python(code).partition("\n")
     return status, output
 
 
-@pytest.mark.parametrize("command", ["--help", "cluster --help", "cluster {missing} --out {out}",
-                                     "pretrain {missing} --out {out}"])
+@pytest.mark.parametrize(
+    "command", ["--help", "cluster --help", "cluster {missing} --out {out}", "pretrain {missing} --out {out}"]
+)
 def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_path, fresh_python):
     """The command line answers --help and refuses a missing file before the seconds of importing torch,
     scanpy and scikit-learn (8.5 s for a missing file before)."""
@@ -259,12 +267,21 @@ def test_help_and_a_missing_input_answer_without_importing_torch(command, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, options, message", [
-    *((c, o, m) for c in ("cluster", "pretrain") for o, m in (
-        ("--set cluster.foo=1", "unknown key 'foo'"), ("--device tpu", "unknown device 'tpu'"),
-        ("--set graph.k=[", "graph.k: invalid value"))),
-    ("cluster", "--n-clusters 1", "--n-clusters '1'"),
-])
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        *(
+            (c, o, m)
+            for c in ("cluster", "pretrain")
+            for o, m in (
+                ("--set cluster.foo=1", "unknown key 'foo'"),
+                ("--device tpu", "unknown device 'tpu'"),
+                ("--set graph.k=[", "graph.k: invalid value"),
+            )
+        ),
+        ("cluster", "--n-clusters 1", "--n-clusters '1'"),
+    ],
+)
 def test_a_bad_option_is_refused_without_importing_torch(command, options, message, tmp_path, fresh_python):
     """Option and --set mistakes are refused before torch, scanpy and scikit-learn load (they waited for those
     imports before: about 4 s on 2 cores)."""
@@ -298,22 +315,29 @@ def test_unknown_component_lists_valid_names(option, small_h5, tmp_path, runner,
     out_dir = tmp_path / "run"
     result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), option, "nope", "-q"])
     # Built-in names; installed plugins may add more to the list.
-    valid = {"--augment": ("dual", "graph", "noise", "none"), "--encoder": ("ae", "graph", "siamese"),
-             "--fusion": ("mean", "siamese"), "--cluster": ("dec", "kmeans", "sinkhorn")}[option]
+    valid = {
+        "--augment": ("dual", "graph", "noise", "none"),
+        "--encoder": ("ae", "graph", "siamese"),
+        "--fusion": ("mean", "siamese"),
+        "--cluster": ("dec", "kmeans", "sinkhorn"),
+    }[option]
     assert_user_error(result, None, ("'nope'", "valid: ", *valid))
     assert_nothing_written(out_dir)
 
 
-@pytest.mark.parametrize("setting, problem", [
-    ("loss.nope=1", ("unknown key 'nope'", "zinb")),
-    ("nope.k=1", ("unknown key 'nope'", "graph")),
-    ("graph.k=ten", ("k", "invalid value 'ten'")),
-    ("graph.k=1.5", ("invalid value 1.5",)),
-    ("loss=1", ("[loss] must be a table",)),
-    ("graph.k.x=1", ("'k' is not a section",)),
-    ("graph.k", ("expected section.key=value",)),
-    ("components.cluster=nope", ("unknown cluster component 'nope'", "sinkhorn")),
-])
+@pytest.mark.parametrize(
+    "setting, problem",
+    [
+        ("loss.nope=1", ("unknown key 'nope'", "zinb")),
+        ("nope.k=1", ("unknown key 'nope'", "graph")),
+        ("graph.k=ten", ("k", "invalid value 'ten'")),
+        ("graph.k=1.5", ("invalid value 1.5",)),
+        ("loss=1", ("[loss] must be a table",)),
+        ("graph.k.x=1", ("'k' is not a section",)),
+        ("graph.k", ("expected section.key=value",)),
+        ("components.cluster=nope", ("unknown cluster component 'nope'", "sinkhorn")),
+    ],
+)
 def test_bad_set_is_refused(setting, problem, small_h5, tmp_path, runner, cli_app, no_training):
     out_dir = tmp_path / "run"
     result = runner.invoke(cli_app, ["cluster", str(small_h5), "--out", str(out_dir), "--set", setting, "-q"])
@@ -357,7 +381,9 @@ def test_log_normalized_flag_reaches_the_config():
     assert build_config(None, None, **{"preprocess.log_normalized": False}).preprocess.log_normalized is False
 
 
-def test_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, runner, cli_app, small_h5):
+def test_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(
+    tmp_path, runner, cli_app, small_h5
+):
     from scsc.outputs import LOCK_NAME
 
     out = tmp_path / "busy"
@@ -374,8 +400,9 @@ def test_lock_of_a_killed_run_is_taken_over(tmp_path):
 
     out = tmp_path / "stale"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False
+    )
     (out / LOCK_NAME).write_text(f"{proc.stdout.strip()} {socket.gethostname()}\n")  # that process has ended
     with RunLock(out):
         assert (out / LOCK_NAME).read_text().split()[0] == str(os.getpid())
@@ -388,8 +415,21 @@ def test_concurrent_runs_into_one_folder(tmp_path, small_h5):
     from scsc.outputs import LOCK_NAME
 
     out = tmp_path / "shared_out"
-    cmd = [sys.executable, "-m", "scsc", "cluster", str(small_h5), "--out", str(out), "-k", "3", "--no-plots",
-           "-q", "--set", "pretrain.ae_epochs=60"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scsc",
+        "cluster",
+        str(small_h5),
+        "--out",
+        str(out),
+        "-k",
+        "3",
+        "--no-plots",
+        "-q",
+        "--set",
+        "pretrain.ae_epochs=60",
+    ]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         if (out / LOCK_NAME).exists() or first.poll() is not None:

@@ -30,12 +30,17 @@ if TYPE_CHECKING:  # what static tools and IDEs see; at run time the names below
 # The rest loads on first use (PEP 562): torch, scanpy and scikit-learn take about 5 s to import, and the
 # command line's --help, `scsc info` or a bad argument should not wait for them.
 _LAZY = {
-    "cluster": "api", "make_config": "api", "pretrain": "api", "run": "api",
+    "cluster": "api",
+    "make_config": "api",
+    "pretrain": "api",
+    "run": "api",
     "RunConfig": "config",
-    "read": "data.io", "write_h5ad": "data.io",
+    "read": "data.io",
+    "write_h5ad": "data.io",
     "simulate": "data.simulate",
     "get_registry": "plugins",
-    "RunControl": "session", "RunSession": "session",
+    "RunControl": "session",
+    "RunSession": "session",
 }
 _submodule = submodule_getattr(__name__)
 
@@ -60,8 +65,10 @@ def list_components() -> list[dict[str, str]]:
     """Every registered component as a list of dicts (kind, name, provider, summary)."""
     from .plugins import get_registry
 
-    return [{"kind": c.kind, "name": c.name, "provider": c.provider, "summary": c.summary}
-            for c in get_registry().all()]
+    return [
+        {"kind": c.kind, "name": c.name, "provider": c.provider, "summary": c.summary}
+        for c in get_registry().all()
+    ]
 
 
 __all__ = [

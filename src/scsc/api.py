@@ -23,8 +23,19 @@ from .plugins import Registry
 from .session import RunControl, RunResult, RunSession, versions
 from .train import Reporter
 
-__all__ = ["ALIASES", "RunControl", "RunResult", "check_device", "cluster", "load_checkpoint", "make_config",
-           "pretrain", "run", "save_checkpoint", "versions"]
+__all__ = [
+    "ALIASES",
+    "RunControl",
+    "RunResult",
+    "check_device",
+    "cluster",
+    "load_checkpoint",
+    "make_config",
+    "pretrain",
+    "run",
+    "save_checkpoint",
+    "versions",
+]
 
 #: Short keyword names accepted by :func:`cluster` and :func:`pretrain`.
 ALIASES = {
@@ -61,8 +72,10 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
         cfg = RunConfig.from_toml(config)
     moved = sorted(set(overrides) & _CONTROL_FIELDS)
     if moved:  # keywords of scsc.run / scsc.pretrain before RunControl held them
-        raise ConfigError(f"{', '.join(k + '=' for k in moved)} now go into control=scsc.RunControl(...), "
-                          f"e.g. control=RunControl(checkpoint=..., resume=True)")
+        raise ConfigError(
+            f"{', '.join(k + '=' for k in moved)} now go into control=scsc.RunControl(...), "
+            f"e.g. control=RunControl(checkpoint=..., resume=True)"
+        )
     dotted = {}
     for key, value in overrides.items():
         if value is None:
@@ -81,9 +94,15 @@ def make_config(config: RunConfig | str | Path | None = None, **overrides: Any) 
 
 
 # ----------------------------------------------------------------------------- public API
-def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
-             reporter: Reporter | None = None, registry: Registry | None = None, control: RunControl | None = None,
-             **overrides: Any) -> dict[str, Any]:
+def pretrain(
+    adata: ad.AnnData,
+    config: RunConfig | str | Path | None = None,
+    *,
+    reporter: Reporter | None = None,
+    registry: Registry | None = None,
+    control: RunControl | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Run the three pretraining stages (METHOD §7) on ``adata`` (raw counts, N × G).
 
     Returns a checkpoint dict (``encoder`` state, ``config``, ``fingerprint`` of the preprocessed data,
@@ -100,9 +119,17 @@ def pretrain(adata: ad.AnnData, config: RunConfig | str | Path | None = None, *,
     return {**session.record, "timings": timings}
 
 
-def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
-            config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None, reporter: Reporter | None = None,
-            registry: Registry | None = None, copy: bool = True, **overrides: Any) -> ad.AnnData:
+def cluster(
+    adata: ad.AnnData,
+    n_clusters: int | str | Sequence[int] | None = None,
+    config: RunConfig | str | Path | None = None,
+    *,
+    pretrained: dict[str, Any] | str | Path | None = None,
+    reporter: Reporter | None = None,
+    registry: Registry | None = None,
+    copy: bool = True,
+    **overrides: Any,
+) -> ad.AnnData:
     """Cluster the cells of ``adata`` (raw counts, N × G) with scSiameseClu.
 
     ``n_clusters``: ``None`` or ``"auto"`` estimates K (scsc/k_selection.py); an int fixes it; a list such as
@@ -114,8 +141,9 @@ def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = No
     chosen in ``uns["scsc"]["k_selection"]``, and metrics when ``obs["label"]`` holds true labels; those are
     read only for the final scores).
     """
-    result = run(adata, n_clusters, config, pretrained=pretrained, reporter=reporter, registry=registry,
-                 **overrides)
+    result = run(
+        adata, n_clusters, config, pretrained=pretrained, reporter=reporter, registry=registry, **overrides
+    )
     if not copy and result.adata.n_obs == adata.n_obs:
         adata.obsm["X_scsc"] = result.adata.obsm["X_scsc"]
         for key in result.adata.obs:
@@ -126,10 +154,17 @@ def cluster(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = No
     return result.adata
 
 
-def run(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
-        config: RunConfig | str | Path | None = None, *, pretrained: dict[str, Any] | str | Path | None = None,
-        reporter: Reporter | None = None, registry: Registry | None = None, control: RunControl | None = None,
-        **overrides: Any) -> RunResult:
+def run(
+    adata: ad.AnnData,
+    n_clusters: int | str | Sequence[int] | None = None,
+    config: RunConfig | str | Path | None = None,
+    *,
+    pretrained: dict[str, Any] | str | Path | None = None,
+    reporter: Reporter | None = None,
+    registry: Registry | None = None,
+    control: RunControl | None = None,
+    **overrides: Any,
+) -> RunResult:
     """:func:`cluster` with every intermediate returned as a :class:`RunResult`.
 
     ``control`` (:class:`~scsc.session.RunControl`) drives the run without changing what it computes: a
@@ -138,7 +173,9 @@ def run(adata: ad.AnnData, n_clusters: int | str | Sequence[int] | None = None,
     for messages. For example ``control=RunControl(checkpoint="run/checkpoint.pt", resume=True)``.
     """
     cfg = make_config(config, n_clusters=n_clusters, **overrides)
-    session = RunSession(adata, cfg, pretrained=pretrained, reporter=reporter, registry=registry, control=control)
+    session = RunSession(
+        adata, cfg, pretrained=pretrained, reporter=reporter, registry=registry, control=control
+    )
     session.prepare()
     session.pretrain()
     session.choose_k()

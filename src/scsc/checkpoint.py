@@ -79,24 +79,34 @@ def check_config(state: dict[str, Any], config: RunConfig, where: str) -> None:
     now = tomllib.loads(config.to_toml())  # the same TOML round trip, so 1 and 1.0 compare alike
     key = first_difference(saved, now)
     if key is not None:
+
         def value(d: dict) -> Any:
             for part in key.split("."):
                 d = d.get(part, "unset") if isinstance(d, dict) else "unset"
             return d
 
-        raise ConfigError(f"{where}: config differs from the checkpoint's at {key} "
-                          f"(checkpoint {value(saved)!r}, now {value(now)!r}); resume with the same options")
+        raise ConfigError(
+            f"{where}: config differs from the checkpoint's at {key} "
+            f"(checkpoint {value(saved)!r}, now {value(now)!r}); resume with the same options"
+        )
 
 
-def check_same_data(saved: dict[str, Any], now: dict[str, Any], where: str, *, written: str = "written for",
-                    rtol: float = 1e-6) -> None:
+def check_same_data(
+    saved: dict[str, Any],
+    now: dict[str, Any],
+    where: str,
+    *,
+    written: str = "written for",
+    rtol: float = 1e-6,
+) -> None:
     """Refuse a checkpoint whose data fingerprint ``saved`` is not ``now`` (both from
     :func:`~scsc.data.prepare.fingerprint`): cell, input and gene counts must match and the sum of absolute
     input values agree to ``rtol``. ``written`` says how the checkpoint relates to its data in the message."""
     for key in ("n_cells", "n_input", "n_genes"):
         if saved.get(key) != now[key]:
-            raise InputError(f"{where}: checkpoint was {written} different data "
-                             f"({key} {saved.get(key)} ≠ {now[key]})")
+            raise InputError(
+                f"{where}: checkpoint was {written} different data ({key} {saved.get(key)} ≠ {now[key]})"
+            )
     if not np.isclose(saved.get("abs_sum", 0.0), now["abs_sum"], rtol=rtol):
         raise InputError(f"{where}: checkpoint was {written} different data or preprocessing")
 
@@ -119,9 +129,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- model and random state
 def head_state(head: nn.Module) -> dict[str, Any]:
     """The head's tensors, which parameters are frozen, and its target (not a buffer, but it steers training)."""
-    return {"tensors": {k: v.detach().clone() for k, v in head.state_dict().items()},
-            "frozen": [k for k, p in head.named_parameters() if not p.requires_grad],
-            "target": getattr(head, "target", None)}
+    return {
+        "tensors": {k: v.detach().clone() for k, v in head.state_dict().items()},
+        "frozen": [k for k, p in head.named_parameters() if not p.requires_grad],
+        "target": getattr(head, "target", None),
+    }
 
 
 def restore_head(head: nn.Module, state: dict[str, Any], device: torch.device | str) -> None:
@@ -145,8 +157,12 @@ def restore_head(head: nn.Module, state: dict[str, Any], device: torch.device | 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every random state a run draws from (the AE stage's NumPy Generator is saved by its owner)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "generator": generator.get_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -196,8 +212,13 @@ class Checkpointer:
         resume: continue from ``path``; it must exist and hold a checkpoint of this config.
     """
 
-    def __init__(self, path: str | Path | None = None, every: int = 10, config: RunConfig | None = None,
-                 resume: bool = False):
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        every: int = 10,
+        config: RunConfig | None = None,
+        resume: bool = False,
+    ):
         self.path = None if path is None else Path(path)
         self.every = max(0, int(every))
         self.config_toml = config.to_toml() if config is not None else ""
@@ -290,13 +311,25 @@ class Checkpointer:
         rng = rng_state(self.generator)
         rng["ae"] = None if self.ae_rng is None else self.ae_rng.bit_generator.state
         state = {
-            "format": FORMAT, "stage": stage, "epoch": int(next_epoch),
-            "model": {"encoder": model.encoder.state_dict(), "fusion": model.fusion.state_dict(),
-                      "head": head_state(model.head)},
-            "optimizer": optimizer.state_dict(), "rng": rng, "history": list(self.history),
-            "k": self.k, "init_labels": self.init_labels, "z_pre": self.z_pre, "k_selection": self.k_selection,
+            "format": FORMAT,
+            "stage": stage,
+            "epoch": int(next_epoch),
+            "model": {
+                "encoder": model.encoder.state_dict(),
+                "fusion": model.fusion.state_dict(),
+                "head": head_state(model.head),
+            },
+            "optimizer": optimizer.state_dict(),
+            "rng": rng,
+            "history": list(self.history),
+            "k": self.k,
+            "init_labels": self.init_labels,
+            "z_pre": self.z_pre,
+            "k_selection": self.k_selection,
             "pretrained_state": self.pretrained_state,
-            "timings": self.timings.snapshot(), "config": self.config_toml, "fingerprint": self.fingerprint,
+            "timings": self.timings.snapshot(),
+            "config": self.config_toml,
+            "fingerprint": self.fingerprint,
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)

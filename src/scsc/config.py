@@ -281,8 +281,9 @@ def check_device(device: str) -> None:
         import torch  # only to ask for CUDA: the CPU needs no check, and a bad option fails before torch loads
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available on this machine; "
-                              "use --device cpu")
+            raise ConfigError(
+                f"device {device!r} requested but CUDA is not available on this machine; use --device cpu"
+            )
 
 
 def _parse_value(raw: str) -> Any:
@@ -304,8 +305,9 @@ def _plugin_section_type(name: str, source: str) -> type:
 
     sections = get_registry().config_sections
     if name not in sections:
-        raise ConfigError(f"{source}: unknown plugin section {name!r}; registered: "
-                          f"{', '.join(sorted(sections)) or 'none'}")
+        raise ConfigError(
+            f"{source}: unknown plugin section {name!r}; registered: {', '.join(sorted(sections)) or 'none'}"
+        )
     return sections[name]
 
 

@@ -72,7 +72,11 @@ class Context:
         dist.broadcast_object_list(meta, src=src)
         out = []
         for i, (shape, dtype) in enumerate(meta[0]):
-            a = np.ascontiguousarray(arrays[i]) if self.rank == src else np.empty(shape, dtype=np.dtype(dtype))
+            a = (
+                np.ascontiguousarray(arrays[i])
+                if self.rank == src
+                else np.empty(shape, dtype=np.dtype(dtype))
+            )
             dist.broadcast(torch.from_numpy(a), src=src)
             out.append(a)
         return out
@@ -121,10 +125,10 @@ class Context:
         sizes = self.all_sum(np.eye(self.world, dtype=np.int64)[self.rank] * len(a))
         t = torch.from_numpy(np.ascontiguousarray(a))
         pad = torch.zeros((int(sizes.max()), *t.shape[1:]), dtype=t.dtype)
-        pad[:len(t)] = t
+        pad[: len(t)] = t
         parts = [torch.empty_like(pad) for _ in range(self.world)]
         dist.all_gather(parts, pad)
-        return np.concatenate([p[:int(n)].numpy() for p, n in zip(parts, sizes, strict=True)])
+        return np.concatenate([p[: int(n)].numpy() for p, n in zip(parts, sizes, strict=True)])
 
     def raise_if_any(self, error: Exception | None) -> None:
         """Raise on every rank when any rank has an ``error`` (the lowest rank's), so that no rank waits in a
@@ -168,7 +172,7 @@ class RowShard:
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         """Rows ``lo:hi`` of a whole tensor (N × …), a view."""
-        return t[self.lo:self.hi]
+        return t[self.lo : self.hi]
 
     def rows_of(self, adj: torch.Tensor) -> torch.Tensor:
         """Rows ``lo:hi`` of a sparse CSR matrix (N × N) → (hi − lo) × N CSR, sharing column indices and
@@ -177,8 +181,13 @@ class RowShard:
             adj = adj.to_sparse_csr()
         crow = adj.crow_indices()
         first, last = int(crow[self.lo]), int(crow[self.hi])
-        return csr_tensor(crow[self.lo:self.hi + 1] - first, adj.col_indices()[first:last],
-                          adj.values()[first:last], (self.hi - self.lo, adj.shape[1]), adj.device)
+        return csr_tensor(
+            crow[self.lo : self.hi + 1] - first,
+            adj.col_indices()[first:last],
+            adj.values()[first:last],
+            (self.hi - self.lo, adj.shape[1]),
+            adj.device,
+        )
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """Every rank's rows (``hi − lo`` × c, 2-D) → the whole N × c tensor on every rank.
@@ -193,14 +202,14 @@ class RowShard:
         step = max(1, self.GATHER_BYTES // max(1, m * world * part.element_size()))
         for c in range(0, part.shape[1], step):
             mine = part.new_zeros((m, min(step, part.shape[1] - c)))
-            mine[:len(part)] = part[:, c:c + step]
+            mine[: len(part)] = part[:, c : c + step]
             blocks = [torch.empty_like(mine) for _ in range(world)]
             dist.all_gather(blocks, mine)
             for r, block in enumerate(blocks):
                 lo = r * m
                 hi = min(self.n, lo + m)
                 if hi > lo:
-                    out[lo:hi, c:c + step] = block[:hi - lo]
+                    out[lo:hi, c : c + step] = block[: hi - lo]
             del blocks
         return out
 

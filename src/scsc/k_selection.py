@@ -116,14 +116,21 @@ class KSelection:
         gap = self.gap
         if self.clear:
             if gap is None:
-                return (f"clear: every split up to K = {self.k} is separated, and Leiden found no finer community "
-                        f"to test")
-            return (f"clear: the next split (K = {self.k + 1}) is {gap:.0f}× more connected than the weakest "
-                    f"one kept")
+                return (
+                    f"clear: every split up to K = {self.k} is separated, and Leiden found no finer community "
+                    f"to test"
+                )
+            return (
+                f"clear: the next split (K = {self.k + 1}) is {gap:.0f}× more connected than the weakest "
+                f"one kept"
+            )
         if self.candidates:  # every candidate was clustered already: compare those rather than run again
             others = [k for k in self.candidates if k != self.k]
-            compare = (f"compare obs['scsc_cluster_k<K>'] for K = {', '.join(map(str, others))}" if others
-                       else "compare it with other values of --n-clusters")
+            compare = (
+                f"compare obs['scsc_cluster_k<K>'] for K = {', '.join(map(str, others))}"
+                if others
+                else "compare it with other values of --n-clusters"
+            )
         else:
             low, high = max(2, self.k - 2), self.k + 2
             compare = f"compare them with --n-clusters {low}:{high}"
@@ -132,11 +139,15 @@ class KSelection:
         elif self.k not in self.scores:
             why = f"K = {self.k} is not on the merge path, so nothing was measured at it"
         elif self.scores[self.k] > self.threshold:
-            why = (f"K = {self.k} is not separated below the threshold (connectivity {self.scores[self.k]:.3f} > "
-                   f"{self.threshold:g})")
+            why = (
+                f"K = {self.k} is not separated below the threshold (connectivity {self.scores[self.k]:.3f} > "
+                f"{self.threshold:g})"
+            )
         elif gap is not None and gap < 1:
-            why = (f"a finer split (K = {self.k + 1}) is separated at least as well ({self.scores[self.k + 1]:.3f} "
-                   f"against {self.scores[self.k]:.3f})")
+            why = (
+                f"a finer split (K = {self.k + 1}) is separated at least as well ({self.scores[self.k + 1]:.3f} "
+                f"against {self.scores[self.k]:.3f})"
+            )
         else:
             why = f"the next split (K = {self.k + 1}) is only {gap:.1f}× more connected than the weakest one kept"
         return f"not clear-cut: {why}, so neighbouring K values are about as well supported; {compare}"
@@ -145,13 +156,22 @@ class KSelection:
         """A dict of plain values and arrays for ``uns["scsc"]["k_selection"]`` (writable to h5ad)."""
         ks = np.array(sorted(self.scores), dtype=np.int64)
         gap = self.gap
-        return {"k": int(self.k), "method": "leiden_merge", "score": "max_pair_connectivity",
-                "threshold": float(self.threshold), "resolution": float(self.resolution),
-                "k_values": ks, "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
-                "runner_up": np.array(self.runner_up, dtype=np.int64), "reason": self.reason,
-                "clear": bool(self.clear), "gap": float("nan") if gap is None else gap,
-                "clear_ratio": CLEAR_RATIO, "head_start": self.head_start,
-                "candidates": np.array(self.candidates, dtype=np.int64)}
+        return {
+            "k": int(self.k),
+            "method": "leiden_merge",
+            "score": "max_pair_connectivity",
+            "threshold": float(self.threshold),
+            "resolution": float(self.resolution),
+            "k_values": ks,
+            "scores": np.array([self.scores[k] for k in ks], dtype=np.float64),
+            "runner_up": np.array(self.runner_up, dtype=np.int64),
+            "reason": self.reason,
+            "clear": bool(self.clear),
+            "gap": float("nan") if gap is None else gap,
+            "clear_ratio": CLEAR_RATIO,
+            "head_start": self.head_start,
+            "candidates": np.array(self.candidates, dtype=np.int64),
+        }
 
 
 def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
@@ -172,8 +192,9 @@ def cluster_connectivity(graph: sp.csr_matrix, labels: np.ndarray) -> np.ndarray
     return c
 
 
-def merge_path(graph: sp.csr_matrix, labels: np.ndarray, min_size: int = 0
-               ) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+def merge_path(
+    graph: sp.csr_matrix, labels: np.ndarray, min_size: int = 0
+) -> tuple[dict[int, float], dict[int, np.ndarray]]:
     """Merge the most connected pair of clusters until two are left.
 
     A cluster of fewer than ``min_size`` cells is first merged into the cluster it is most connected to,
@@ -207,8 +228,9 @@ def merge_path(graph: sp.csr_matrix, labels: np.ndarray, min_size: int = 0
     return scores, partitions
 
 
-def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] | None = None
-             ) -> tuple[int, list[int], str]:
+def choose_k(
+    scores: dict[int, float], threshold: float, allowed: Sequence[int] | None = None
+) -> tuple[int, list[int], str]:
     """The chosen K, runner-ups and the reason, from K → score (see the module docstring).
 
     ``allowed`` restricts the choice (K values without a score are never chosen unless none has one).
@@ -220,8 +242,10 @@ def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] 
     passing = [k for k in ks if scores[k] <= threshold]
     if passing:
         k = max(passing)
-        reason = (f"largest K whose most connected pair of clusters has connectivity "
-                  f"{scores[k]:.3f} ≤ {threshold:g}")
+        reason = (
+            f"largest K whose most connected pair of clusters has connectivity "
+            f"{scores[k]:.3f} ≤ {threshold:g}"
+        )
     else:
         k = min(ks, key=lambda a: (scores[a], a))
         reason = f"no K has connectivity ≤ {threshold:g}; K with the lowest connectivity ({scores[k]:.3f})"
@@ -229,9 +253,14 @@ def choose_k(scores: dict[int, float], threshold: float, allowed: Sequence[int] 
     return int(k), runner_up, reason
 
 
-def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min_fraction: float = 0.0,
-                   exact_max_cells: int = EXACT_MAX_CELLS
-                   ) -> tuple[dict[int, float], dict[int, np.ndarray], float]:
+def _merge_path_of(
+    z: np.ndarray,
+    resolution: float,
+    seed: int,
+    target: int,
+    min_fraction: float = 0.0,
+    exact_max_cells: int = EXACT_MAX_CELLS,
+) -> tuple[dict[int, float], dict[int, np.ndarray], float]:
     """The merge path of the cells ``z`` (n × d): K → score, K → labels (n,), and the Leiden resolution it
     started from. The resolution is doubled (up to 4 times) until the path reaches ``target`` clusters; clusters
     of fewer than ``min_fraction`` × n cells do not count (:func:`merge_path`). The graph's neighbours are exact
@@ -251,8 +280,14 @@ def _merge_path_of(z: np.ndarray, resolution: float, seed: int, target: int, min
     return scores, partitions, res
 
 
-def partition_at(x: np.ndarray, k: int, resolution: float = 1.0, seed: int = 0,
-                 min_fraction: float = 0.0, exact_max_cells: int = EXACT_MAX_CELLS) -> np.ndarray | None:
+def partition_at(
+    x: np.ndarray,
+    k: int,
+    resolution: float = 1.0,
+    seed: int = 0,
+    min_fraction: float = 0.0,
+    exact_max_cells: int = EXACT_MAX_CELLS,
+) -> np.ndarray | None:
     """Labels (N,) in 0 … k − 1 of the rows of ``x`` (N × D): Leiden on their 15-NN graph (the resolution doubled
     up to 4 times until the merge path reaches ``k`` clusters), merged down to ``k`` along the merge path; None
     when it never does. All cells, never a subsample: linear in N (a kNN graph, Leiden, a K × K
@@ -272,9 +307,17 @@ def _subsamples(n: int, subsample: Subsampling, seed: int) -> list[np.ndarray | 
     return [np.sort(rng.choice(n, subsample.max_cells, replace=False)) for _ in range(subsample.repeats)]
 
 
-def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, seed: int = 0,
-             allowed: Sequence[int] | None = None, *, subsample: Subsampling = SUBSAMPLING,
-             min_fraction: float = 0.0, exact_max_cells: int = EXACT_MAX_CELLS) -> KSelection:
+def select_k(
+    z: np.ndarray,
+    threshold: float = 0.125,
+    resolution: float = 1.0,
+    seed: int = 0,
+    allowed: Sequence[int] | None = None,
+    *,
+    subsample: Subsampling = SUBSAMPLING,
+    min_fraction: float = 0.0,
+    exact_max_cells: int = EXACT_MAX_CELLS,
+) -> KSelection:
     """Estimate K from the embedding ``z`` (N × d) without labels (see the module docstring).
 
     Above ``subsample.max_cells`` cells the merge path is computed on ``subsample.repeats`` seeded random
@@ -288,20 +331,37 @@ def select_k(z: np.ndarray, threshold: float = 0.125, resolution: float = 1.0, s
     """
     n, max_cells, repeats = z.shape[0], subsample.max_cells, subsample.repeats
     target = max(allowed) if allowed else 0
-    runs = [_merge_path_of(z if rows is None else z[rows], resolution, seed, target, min_fraction, exact_max_cells)
-            for rows in _subsamples(n, subsample, seed)]
+    runs = [
+        _merge_path_of(
+            z if rows is None else z[rows], resolution, seed, target, min_fraction, exact_max_cells
+        )
+        for rows in _subsamples(n, subsample, seed)
+    ]
     common = set.intersection(*(set(sc) for sc, _, _ in runs))
     scores = {k: float(np.mean([sc[k] for sc, _, _ in runs])) for k in sorted(common)}
     res = max(r for _, _, r in runs)
     if not scores:  # Leiden found a single community: nothing supports a split
         k = 2 if not allowed else min(allowed)
-        return KSelection(k=k, scores={}, threshold=threshold, resolution=res,
-                          reason="Leiden found a single community", candidates=tuple(sorted(allowed or [])))
+        return KSelection(
+            k=k,
+            scores={},
+            threshold=threshold,
+            resolution=res,
+            reason="Leiden found a single community",
+            candidates=tuple(sorted(allowed or [])),
+        )
     k, runner_up, reason = choose_k(scores, threshold, allowed)
     if n > max_cells:
         reason += f" (mean over {repeats} subsamples of {max_cells:,} cells)"
-    return KSelection(k=k, scores=scores, threshold=threshold, runner_up=runner_up, resolution=res,
-                      reason=reason, candidates=tuple(sorted(allowed or [])))
+    return KSelection(
+        k=k,
+        scores=scores,
+        threshold=threshold,
+        runner_up=runner_up,
+        resolution=res,
+        reason=reason,
+        candidates=tuple(sorted(allowed or [])),
+    )
 
 
 def parse_k(text: str | int | Sequence[int] | None) -> tuple[int | None, list[int]]:
@@ -330,8 +390,9 @@ def parse_k(text: str | int | Sequence[int] | None) -> tuple[int | None, list[in
             else:
                 ks, single = [int(t)], True
         except ValueError:
-            raise ValueError(f"--n-clusters {text!r}: expected auto, a number (8), a list (6,8,10) or a "
-                             "range (5:15)") from None
+            raise ValueError(
+                f"--n-clusters {text!r}: expected auto, a number (8), a list (6,8,10) or a range (5:15)"
+            ) from None
     else:
         ks, single = sorted({int(v) for v in text}), False
     if not ks or min(ks) < 2:

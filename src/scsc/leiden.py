@@ -20,8 +20,9 @@ N_NEIGHBORS = 15
 EXACT_MAX_CELLS = 50_000
 
 
-def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0,
-                       exact_max_cells: int = EXACT_MAX_CELLS) -> sp.csr_matrix:
+def knn_connectivities(
+    z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int = 0, exact_max_cells: int = EXACT_MAX_CELLS
+) -> sp.csr_matrix:
     """scanpy's weighted kNN graph (UMAP connectivities) of the rows of ``z`` (N × d) → symmetric N × N CSR.
 
     Neighbours are exact up to ``exact_max_cells`` cells (scanpy's ``transformer="sklearn"``, the path scanpy
@@ -36,7 +37,9 @@ def knn_connectivities(z: np.ndarray, n_neighbors: int = N_NEIGHBORS, seed: int 
     tmp = ad.AnnData(X=np.zeros((z.shape[0], 1), dtype=np.float32))
     tmp.obsm["X_z"] = np.asarray(z, dtype=np.float32)
     exact = {"transformer": "sklearn"} if z.shape[0] <= exact_max_cells else {}
-    sc.pp.neighbors(tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed, **exact)
+    sc.pp.neighbors(
+        tmp, use_rep="X_z", n_neighbors=min(n_neighbors, z.shape[0] - 1), random_state=seed, **exact
+    )
     return sp.csr_matrix(tmp.obsp["connectivities"])
 
 
@@ -46,13 +49,21 @@ def leiden(graph: sp.spmatrix, resolution: float = 1.0, seed: int = 0) -> np.nda
     import scanpy as sc
 
     tmp = ad.AnnData(X=np.zeros((graph.shape[0], 1), dtype=np.float32))
-    sc.tl.leiden(tmp, resolution=resolution, adjacency=graph, flavor="igraph", n_iterations=2, directed=False,
-                 random_state=seed)
+    sc.tl.leiden(
+        tmp,
+        resolution=resolution,
+        adjacency=graph,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+    )
     return tmp.obs["leiden"].astype(int).to_numpy()
 
 
-def leiden_at_k(graph: sp.spmatrix, k: int, seed: int = 0, low: float = 0.01, high: float = 5.0,
-                steps: int = 25) -> np.ndarray:
+def leiden_at_k(
+    graph: sp.spmatrix, k: int, seed: int = 0, low: float = 0.01, high: float = 5.0, steps: int = 25
+) -> np.ndarray:
     """Leiden labels (N,) of ``graph`` (N × N) with the resolution bisected in [``low``, ``high``] to give ``k``
     communities; after ``steps`` bisections without hitting ``k`` exactly, the last partition."""
     labels = None

@@ -82,8 +82,9 @@ def _js_divergence(h: Tensor, ah: Tensor) -> Tensor:
     return 0.5 * ((p * (log_p - log_m)).sum(dim=1) + (q * (log_q - log_m)).sum(dim=1)).mean()
 
 
-def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factors: Tensor,
-             eps: float = 1e-10) -> Tensor:
+def zinb_nll(
+    counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factors: Tensor, eps: float = 1e-10
+) -> Tensor:
     """Mean negative log-likelihood of ``counts`` (N × G) under ZINB(mean·s_i, disp, pi).
 
     ``mean``, ``disp``, ``pi`` are N × G (decoder outputs); ``size_factors`` is (N,). Gradients flow through
@@ -112,8 +113,13 @@ def zinb_nll(counts: Tensor, mean: Tensor, disp: Tensor, pi: Tensor, size_factor
 ZINB_KEEP_MAX = 1 << 21
 
 
-def zinb_nll_chunked(params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], hidden: Tensor,
-                     counts: Tensor, size_factors: Tensor, chunk: int = 256) -> Tensor:
+def zinb_nll_chunked(
+    params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]],
+    hidden: Tensor,
+    counts: Tensor,
+    size_factors: Tensor,
+    chunk: int = 256,
+) -> Tensor:
     """:func:`zinb_nll` of ``counts`` (N × G) under ``params(hidden)``, computed over row chunks.
 
     ``params`` maps decoder states (n × h) to (mean, disp, pi), each n × G. When gradients are needed and the
@@ -141,13 +147,18 @@ def zinb_nll_chunked(params: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]], 
     reentrant = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     total = hidden.new_zeros(())
     for i in range(0, n, chunk):
-        args = (hidden[i:i + chunk], counts[i:i + chunk], size_factors[i:i + chunk])
+        args = (hidden[i : i + chunk], counts[i : i + chunk], size_factors[i : i + chunk])
         total = total + (checkpoint(chunk_sum, *args, use_reentrant=reentrant) if grad else chunk_sum(*args))
     return total / n
 
 
-def adjacency_loss(z: Tensor, edge_index: Tensor, edge_weight: Tensor, n_negatives: int,
-                   generator: torch.Generator | None = None) -> Tensor:
+def adjacency_loss(
+    z: Tensor,
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    n_negatives: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Unbiased estimate of mean_{ij} (σ(z_i·z_j) − Â_ij)² over all N² pairs, in O(E + sampled pairs).
 
     Uses Σ_{ij}(s−a)² = Σ_edges[(s−a)² − s²] + Σ_all s², with Σ_all s² estimated from

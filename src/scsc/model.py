@@ -33,8 +33,9 @@ class ScSiameseClu(nn.Module):
         n_cells, n_input, n_genes: N, P (PCA dims) and G (HVGs for the ZINB head; 0 disables it).
     """
 
-    def __init__(self, config: RunConfig, n_cells: int, n_input: int, n_genes: int,
-                 registry: Registry | None = None):
+    def __init__(
+        self, config: RunConfig, n_cells: int, n_input: int, n_genes: int, registry: Registry | None = None
+    ):
         super().__init__()
         registry = registry or get_registry()
         c = config.components
@@ -43,20 +44,34 @@ class ScSiameseClu(nn.Module):
         self.encoder = registry.build("encoder", c.encoder, config, n_input=n_input, n_genes=n_genes)
         self.fusion = registry.build("fusion", c.fusion, config, n_cells=n_cells)
         self.head = registry.build("cluster", c.cluster, config)
-        for kind, name, part in (("augment", c.augment, self.augment), ("encoder", c.encoder, self.encoder),
-                                 ("fusion", c.fusion, self.fusion), ("cluster", c.cluster, self.head)):
+        for kind, name, part in (
+            ("augment", c.augment, self.augment),
+            ("encoder", c.encoder, self.encoder),
+            ("fusion", c.fusion, self.fusion),
+            ("cluster", c.cluster, self.head),
+        ):
             check_contract(kind, name, part)
         self.dims = {"n_cells": n_cells, "n_input": n_input, "n_genes": n_genes}
         #: Whether whole-data embeddings of a minibatch run can use the whole graph (see :meth:`forward`).
         self.fusion_takes_groups = capability(self.fusion, "takes_groups")
         self._fusion_takes_rows = capability(self.fusion, "takes_rows")
         #: Whether a distributed run's whole-data embeddings can be computed a shard of rows per rank.
-        self.takes_shard = (self.fusion_takes_groups and capability(self.encoder, "takes_shard")
-                            and capability(self.fusion, "takes_shard"))
+        self.takes_shard = (
+            self.fusion_takes_groups
+            and capability(self.encoder, "takes_shard")
+            and capability(self.fusion, "takes_shard")
+        )
 
     # ------------------------------------------------------------------ passes
-    def forward(self, views: Views, adj_main: Tensor, rows: Tensor | None = None,
-                groups: list[Tensor] | None = None, propagation: bool = True, shard=None) -> Forward:
+    def forward(
+        self,
+        views: Views,
+        adj_main: Tensor,
+        rows: Tensor | None = None,
+        groups: list[Tensor] | None = None,
+        propagation: bool = True,
+        shard=None,
+    ) -> Forward:
         """Both views through the shared branches, then fusion over ``adj_main`` (N × N) → Z (N × d).
 
         ``views``: :class:`~scsc.components.base.Views`, the expression matrices x1, x2 (N × P) and the sparse
@@ -84,8 +99,9 @@ class ScSiameseClu(nn.Module):
         return Forward(br.z_ae, br.z_g, br.ae_views, br.graph_views, br.propagation, z=z)
 
     @torch.no_grad()
-    def embed(self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None,
-              shard=None) -> Tensor:
+    def embed(
+        self, data: TrainData, rows: Tensor | None = None, groups: list[Tensor] | None = None, shard=None
+    ) -> Tensor:
         """The reported cell embedding Z (N × d): the views without expression noise, eval mode.
 
         ``data`` may be one minibatch (the augmenter focused on it), ``rows`` (B,) its cell indices; or all cells
@@ -99,8 +115,15 @@ class ScSiameseClu(nn.Module):
         return out.z
 
     # ------------------------------------------------------------------ losses
-    def clustering_terms(self, data: TrainData, out: Forward, generator: torch.Generator | None,
-                         n_negatives: int, refresh: bool, want: set[str]) -> dict[str, Tensor]:
+    def clustering_terms(
+        self,
+        data: TrainData,
+        out: Forward,
+        generator: torch.Generator | None,
+        n_negatives: int,
+        refresh: bool,
+        want: set[str],
+    ) -> dict[str, Tensor]:
         """Every named term of METHOD §6 for one forward pass; terms not in ``want`` are skipped."""
         adj = self.augment.adj_main
         z = out.z
@@ -109,8 +132,13 @@ class ScSiameseClu(nn.Module):
         if "rec_adj" in want:
             terms["rec_adj"] = adjacency_loss(z, data.edge_index, data.edge_weight, n_negatives, generator)
         q = self.head.soft_assign(z)
-        terms.update({k: v for k, v in self.fusion.terms(out.ae_views, out.graph_views, props, q.detach())
-                      .items() if k in want})
+        terms.update(
+            {
+                k: v
+                for k, v in self.fusion.terms(out.ae_views, out.graph_views, props, q.detach()).items()
+                if k in want
+            }
+        )
         if refresh:
             self.head.refresh(z.detach())
         if "clu" in want:

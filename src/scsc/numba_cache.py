@@ -71,8 +71,9 @@ def cache_umap_kernels() -> int:
     # in memory as before, so the message only alarms users. Only pynndescent's: a user's own kernels still warn.
     from numba.core.errors import NumbaWarning
 
-    warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning,
-                            module=r".*pynndescent")
+    warnings.filterwarnings(
+        "ignore", message="Cannot cache compiled function", category=NumbaWarning, module=r".*pynndescent"
+    )
     switched = 0
     for module in (umap.umap_, umap.layouts):
         for obj in list(vars(module).values()):

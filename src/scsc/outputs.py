@@ -53,8 +53,10 @@ class RunLock:
                 if not self._stale():
                     self._cleanup()
                     owner = self._owner()
-                    raise ScscError(f"{self.out}: another scsc run (pid {owner[0]} on {owner[1]}) is writing "
-                                    "here; wait for it to finish or choose another --out") from None
+                    raise ScscError(
+                        f"{self.out}: another scsc run (pid {owner[0]} on {owner[1]}) is writing "
+                        "here; wait for it to finish or choose another --out"
+                    ) from None
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -101,8 +103,8 @@ def check_out_dir(out: Path, overwrite: bool, files: tuple[str, ...] = RESULT_FI
 
 def k_columns(adata) -> list[str]:
     """The ``obs["scsc_cluster_k<K>"]`` columns of a run with several candidate K, by increasing K."""
-    keys = [k for k in adata.obs if k.startswith("scsc_cluster_k") and k[len("scsc_cluster_k"):].isdigit()]
-    return sorted(keys, key=lambda k: int(k[len("scsc_cluster_k"):]))
+    keys = [k for k in adata.obs if k.startswith("scsc_cluster_k") and k[len("scsc_cluster_k") :].isdigit()]
+    return sorted(keys, key=lambda k: int(k[len("scsc_cluster_k") :]))
 
 
 def write_run(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
@@ -140,9 +142,16 @@ def write_run(result: RunResult, out: Path, plots: bool = True) -> list[Path]:
         clusters["label"] = adata.obs["label"].to_numpy()
     write_csv(clusters, out / "clusters.csv", index=False)
     write_csv(result.loss_table, out / "loss.csv", index=False)
-    save_checkpoint({"encoder": result.model.encoder.state_dict(), "fusion": result.model.fusion.state_dict(),
-                     "head": result.model.head.state_dict(), "config": result.config.to_dict(),
-                     "fingerprint": result.checkpoint.get("fingerprint")}, out / "model.pt")
+    save_checkpoint(
+        {
+            "encoder": result.model.encoder.state_dict(),
+            "fusion": result.model.fusion.state_dict(),
+            "head": result.model.head.state_dict(),
+            "config": result.config.to_dict(),
+            "fingerprint": result.checkpoint.get("fingerprint"),
+        },
+        out / "model.pt",
+    )
     result.config.save(out / "config.toml")
     written += [out / f for f in ("result.h5ad", "clusters.csv", "loss.csv", "model.pt", "config.toml")]
     if result.metrics:

@@ -51,8 +51,13 @@ def umap_plot(adata: ad.AnnData, path: str | Path, seed: int = 0) -> None:
     # choice for large data; its 500 for small data took twice as long for a figure.
     exact = tmp.n_obs <= UMAP_EXACT_MAX_CELLS
     cache_umap_kernels()
-    sc.pp.neighbors(tmp, use_rep="X_scsc", n_neighbors=15, random_state=seed,
-                    **({"transformer": "sklearn"} if exact else {}))
+    sc.pp.neighbors(
+        tmp,
+        use_rep="X_scsc",
+        n_neighbors=15,
+        random_state=seed,
+        **({"transformer": "sklearn"} if exact else {}),
+    )
     sc.tl.umap(tmp, random_state=seed, maxiter=200)
     xy = tmp.obsm["X_umap"]
     if rows is None:
@@ -106,11 +111,21 @@ def k_selection_plot(selection: dict, path: str | Path) -> None:
     scores = np.asarray(selection["scores"])
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot(ks, scores, "o-", color="0.3", ms=4, lw=1.2)
-    ax.axhline(selection["threshold"], ls="--", color="tab:red", lw=1, label=f"threshold {selection['threshold']:g}")
+    ax.axhline(
+        selection["threshold"], ls="--", color="tab:red", lw=1, label=f"threshold {selection['threshold']:g}"
+    )
     k = int(selection["k"])
     if k in set(ks.tolist()):
-        ax.plot([k], [scores[list(ks).index(k)]], "o", color="tab:red", ms=9, mfc="none", mew=2,
-                label=f"chosen K = {k}")
+        ax.plot(
+            [k],
+            [scores[list(ks).index(k)]],
+            "o",
+            color="tab:red",
+            ms=9,
+            mfc="none",
+            mew=2,
+            label=f"chosen K = {k}",
+        )
     ax.set_xlabel("number of clusters K")
     ax.set_ylabel("connectivity of the most\nconnected pair of clusters")
     clear = selection.get("clear")
@@ -140,8 +155,14 @@ def k_tree_plot(obs: pd.DataFrame, keys: list[str], path: str | Path) -> None:
         xs = {c: (i + 0.5) / len(order) for i, c in enumerate(order)}
         pos.append(xs)
         y = -row
-        ax.scatter([xs[c] for c in order], [y] * len(order), s=[1500 * sizes[c] / n + 10 for c in order],
-                   color="tab:blue", alpha=0.7, zorder=3)
+        ax.scatter(
+            [xs[c] for c in order],
+            [y] * len(order),
+            s=[1500 * sizes[c] / n + 10 for c in order],
+            color="tab:blue",
+            alpha=0.7,
+            zorder=3,
+        )
         ax.text(-0.04, y, key.replace("scsc_cluster_k", "K = "), ha="right", va="center", fontsize=8)
         if row > 0:
             tab = pd.crosstab(pd.Categorical(obs[keys[row - 1]]), pd.Categorical(obs[key]))
@@ -149,8 +170,14 @@ def k_tree_plot(obs: pd.DataFrame, keys: list[str], path: str | Path) -> None:
                 for c in tab.columns:
                     share = tab.loc[p, c] / max(tab.loc[p].sum(), 1)
                     if share >= 0.05:
-                        ax.plot([pos[-2][p], xs[c]], [y + 1, y], color="0.4", lw=0.5 + 3 * share, alpha=0.6,
-                                zorder=1)
+                        ax.plot(
+                            [pos[-2][p], xs[c]],
+                            [y + 1, y],
+                            color="0.4",
+                            lw=0.5 + 3 * share,
+                            alpha=0.6,
+                            zorder=1,
+                        )
     ax.set_xlim(-0.2, 1.02)
     ax.axis("off")
     ax.set_title("How clusters split as K grows (edge width: share of the parent's cells)")

@@ -145,17 +145,23 @@ def _check_cluster_config(c: ClusterConfig) -> None:
         if k < 2:
             raise ConfigError("n_clusters must be at least 2")
     if c.input_weight < 0 or c.kmeans_restarts < 1:
-        raise ConfigError(f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
-                          f"{c.input_weight:g} and {c.kmeans_restarts})")
+        raise ConfigError(
+            f"cluster.input_weight must be ≥ 0 and cluster.kmeans_restarts ≥ 1 (got "
+            f"{c.input_weight:g} and {c.kmeans_restarts})"
+        )
     if not 0 <= c.k_min_size < 0.5:
-        raise ConfigError(f"cluster.k_min_size is a fraction of the cells, at least 0 and below 0.5 (got "
-                          f"{c.k_min_size:g})")
+        raise ConfigError(
+            f"cluster.k_min_size is a fraction of the cells, at least 0 and below 0.5 (got {c.k_min_size:g})"
+        )
     if c.estimated_start not in ESTIMATED_STARTS:
-        raise ConfigError(f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
-                          f"{c.estimated_start!r})")
+        raise ConfigError(
+            f"cluster.estimated_start must be one of {', '.join(ESTIMATED_STARTS)} (got "
+            f"{c.estimated_start!r})"
+        )
     if c.k_candidates and c.n_clusters is not None and c.n_clusters not in c.k_candidates:
-        raise ConfigError(f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates "
-                          f"{list(c.k_candidates)}")
+        raise ConfigError(
+            f"cluster.n_clusters = {c.n_clusters} is not one of cluster.k_candidates {list(c.k_candidates)}"
+        )
 
 
 class RunSession:
@@ -164,9 +170,16 @@ class RunSession:
     Args mirror :func:`scsc.api.run`; ``config`` is the effective :class:`RunConfig` (already merged).
     """
 
-    def __init__(self, adata: ad.AnnData, config: RunConfig, *, pretrained: dict | str | Path | None = None,
-                 reporter: Reporter | None = None, registry: Registry | None = None,
-                 control: RunControl | None = None):
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        config: RunConfig,
+        *,
+        pretrained: dict | str | Path | None = None,
+        reporter: Reporter | None = None,
+        registry: Registry | None = None,
+        control: RunControl | None = None,
+    ):
         self.control = control = control or RunControl()
         self.adata, self.cfg, self.source = adata, config, control.source
         self.pretrained, self.reporter, self.registry = pretrained, reporter, registry
@@ -175,15 +188,19 @@ class RunSession:
         check_device(config.device)
         _check_cluster_config(config.cluster)
         if self.ctx.active and config.minibatch.batch_size is not None and config.minibatch.batch_size <= 0:
-            raise ConfigError("distributed training runs on minibatches, and --batch-size "
-                              f"{config.minibatch.batch_size} trains all cells at once; pass a positive one")
+            raise ConfigError(
+                "distributed training runs on minibatches, and --batch-size "
+                f"{config.minibatch.batch_size} trains all cells at once; pass a positive one"
+            )
         # Before any work: a missing checkpoint or a changed config is refused at once.
-        self.checkpointer = Checkpointer(checkpoint, control.checkpoint_every if self.ctx.is_main else 0, config,
-                                         resume=control.resume)
+        self.checkpointer = Checkpointer(
+            checkpoint, control.checkpoint_every if self.ctx.is_main else 0, config, resume=control.resume
+        )
         ck = self.checkpointer
         if pretrained is not None and ck.resumed_stage is not None and not ck.past_pretraining:
-            raise ConfigError(f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained "
-                              "checkpoint")
+            raise ConfigError(
+                f"{checkpoint}: the run stopped during pretraining; resume it without a pretrained checkpoint"
+            )
         self.timings = self.checkpointer.timings
         # The loops append here, so every checkpoint holds the history so far.
         self.history = self.checkpointer.history
@@ -214,15 +231,20 @@ class RunSession:
         self.batches: BatchPlan | None = plan(self.data, cfg)
         if ctx.active and self.batches is None:
             if cfg.minibatch.batch_size is not None:  # the user asked for full batch
-                raise ConfigError(f"distributed training runs on minibatches, and --batch-size "
-                                  f"{cfg.minibatch.batch_size} trains all {n:,} cells at once; pass a smaller one")
+                raise ConfigError(
+                    f"distributed training runs on minibatches, and --batch-size "
+                    f"{cfg.minibatch.batch_size} trains all {n:,} cells at once; pass a smaller one"
+                )
             # Asking for several ranks is asking for minibatches: a size that gives every rank a batch.
             size = distributed_batch_size(cfg.minibatch, n, ctx.world)
-            self.batches = plan_batches(self.data.x.cpu().numpy(), self.data.knn, cfg.minibatch, size,
-                                        seed=cfg.seed)
+            self.batches = plan_batches(
+                self.data.x.cpu().numpy(), self.data.knn, cfg.minibatch, size, seed=cfg.seed
+            )
             if ctx.is_main:
-                self._note(f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
-                           "(set --batch-size to choose)")
+                self._note(
+                    f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
+                    "(set --batch-size to choose)"
+                )
         if ctx.active:  # each rank trains on its own region of the graph and holds only its cells' counts
             self.batches = self.batches.for_rank(ctx.rank, ctx.world)
             self.data = hold_cells(self.data, self.batches.cells, ctx)
@@ -235,12 +257,22 @@ class RunSession:
         self._release()  # reading, preprocessing and the kNN search leave large freed blocks
         self.model = build_model(cfg, self.fingerprint, self.registry)
         use_input = getattr(self.model.head, "use_input", None)
-        if use_input is not None:  # the built-in heads cluster Z beside the model input (cluster.input_weight)
+        if (
+            use_input is not None
+        ):  # the built-in heads cluster Z beside the model input (cluster.input_weight)
             use_input(self.data.x)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
-        self.state = TrainState(self.model, self.data, cfg, self.generator, history=self.history,
-                                checkpoint=self.checkpointer, batches=self.batches, context=ctx,
-                                **({"reporter": self.reporter} if self.reporter is not None else {}))
+        self.state = TrainState(
+            self.model,
+            self.data,
+            cfg,
+            self.generator,
+            history=self.history,
+            checkpoint=self.checkpointer,
+            batches=self.batches,
+            context=ctx,
+            **({"reporter": self.reporter} if self.reporter is not None else {}),
+        )
 
     def pretrain(self) -> None:
         """The three pretraining stages, a saved run's pretraining, or the weights of ``pretrained``."""
@@ -255,14 +287,19 @@ class RunSession:
             record = {"history": list(pretrain_stages(self.state))}
         else:
             where = str(self.pretrained) if not isinstance(self.pretrained, dict) else "pretrained"
-            record = self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
-            check_same_data(record["fingerprint"], self.fingerprint, where, written="pretrained on",
-                            rtol=1e-4)
+            record = (
+                self.pretrained if isinstance(self.pretrained, dict) else load_checkpoint(self.pretrained)
+            )
+            check_same_data(
+                record["fingerprint"], self.fingerprint, where, written="pretrained on", rtol=1e-4
+            )
             try:
                 model.encoder.load_state_dict(record["encoder"])
             except RuntimeError:
-                raise InputError(f"{where}: checkpoint does not match the encoder "
-                                 f"{cfg.components.encoder!r} with these model sizes") from None
+                raise InputError(
+                    f"{where}: checkpoint does not match the encoder "
+                    f"{cfg.components.encoder!r} with these model sizes"
+                ) from None
             self.history += record.get("history", [])
             # The same seed continues the random streams where the pretraining left them, so clustering from a
             # saved pretraining gives the labels of the run that pretrained (another seed draws afresh).
@@ -293,8 +330,11 @@ class RunSession:
         # Z on the augmenter's views: what the head's KMeans starts from, and what K is estimated on.
         self.z_start = embed_cells(model, self.data, self.batches, self.ctx)
         # The state every K's clustering stage starts from (other_k() returns to it).
-        self.start_state = {"encoder": _state_copy(model.encoder), "fusion": _state_copy(model.fusion),
-                            "rng": rng_state(self.generator)}
+        self.start_state = {
+            "encoder": _state_copy(model.encoder),
+            "fusion": _state_copy(model.fusion),
+            "rng": rng_state(self.generator),
+        }
         if c.n_clusters is not None:
             self.k = c.n_clusters
             if c.k_candidates:
@@ -304,16 +344,30 @@ class RunSession:
             self.k = self.selection.k
         # The estimate must not move the training's random streams: fixed and estimated K train alike.
         restore_rng(self.start_state["rng"], self.generator)
-        ck.z_pre, ck.k, ck.k_selection, ck.pretrained_state = self.z_pre, int(self.k), self.selection, \
-            self.start_state
+        ck.z_pre, ck.k, ck.k_selection, ck.pretrained_state = (
+            self.z_pre,
+            int(self.k),
+            self.selection,
+            self.start_state,
+        )
 
     def _estimate(self) -> KSelection:
         c = self.cfg.cluster
         allowed = list(c.k_candidates) or None
         z = self.z_start.cpu().numpy()
-        mine = (select_k(z, c.k_threshold, c.leiden_resolution, self.cfg.seed, allowed, min_fraction=c.k_min_size,
-                         exact_max_cells=self.cfg.graph.exact_max_cells)
-                if self.ctx.is_main else None)
+        mine = (
+            select_k(
+                z,
+                c.k_threshold,
+                c.leiden_resolution,
+                self.cfg.seed,
+                allowed,
+                min_fraction=c.k_min_size,
+                exact_max_cells=self.cfg.graph.exact_max_cells,
+            )
+            if self.ctx.is_main
+            else None
+        )
         return self.ctx.broadcast(mine)
 
     def _start_partition(self) -> Callable[[np.ndarray], np.ndarray | None] | None:
@@ -325,12 +379,22 @@ class RunSession:
         if sel is None:
             return None
         sel.head_start = "kmeans"
-        if c.n_clusters is not None or c.estimated_start != "partition" or not hasattr(self.model.head, "init_from"):
+        if (
+            c.n_clusters is not None
+            or c.estimated_start != "partition"
+            or not hasattr(self.model.head, "init_from")
+        ):
             return None
 
         def find(features: np.ndarray) -> np.ndarray | None:
-            labels = partition_at(features, self.k, c.leiden_resolution, self.cfg.seed, c.k_min_size,
-                                  self.cfg.graph.exact_max_cells)
+            labels = partition_at(
+                features,
+                self.k,
+                c.leiden_resolution,
+                self.cfg.seed,
+                c.k_min_size,
+                self.cfg.graph.exact_max_cells,
+            )
             sel.head_start = "kmeans" if labels is None else "partition"
             return labels
 
@@ -358,7 +422,9 @@ class RunSession:
         if not ks:
             return
         if self.start_state is None:
-            raise ConfigError("the checkpoint holds no pretrained state to cluster the other candidate K from")
+            raise ConfigError(
+                "the checkpoint holds no pretrained state to cluster the other candidate K from"
+            )
         end = {"encoder": _state_copy(self.model.encoder), "fusion": _state_copy(self.model.fusion)}
         head_end = self._head_copy()
         self.timings.start("other_k")
@@ -396,8 +462,12 @@ class RunSession:
         if note is not None:
             note(message)
 
-    def _init_head(self, k: int, z: torch.Tensor | None = None,
-                   start: Callable[[np.ndarray], np.ndarray | None] | None = None) -> np.ndarray:
+    def _init_head(
+        self,
+        k: int,
+        z: torch.Tensor | None = None,
+        start: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    ) -> np.ndarray:
         """``head.init(Z, k)`` (KMeans on Z, N × d; the current embedding unless given), or
         ``head.init_from(Z, k, start)`` from the partition ``start`` finds → initial labels (N,); under several
         ranks on rank 0, broadcast."""
@@ -423,7 +493,9 @@ class RunSession:
         warmup = max(0, min(self.cfg.cluster.warmup_epochs, epochs))
         if warmup > 0:
             train_clustering(state, WARMUP, range(ck.stage(WARMUP.name).first_epoch(0, warmup), warmup))
-            if ck.resumed_stage != "cluster":  # a run resumed past the warm-up has its re-initialised head back
+            if (
+                ck.resumed_stage != "cluster"
+            ):  # a run resumed past the warm-up has its re-initialised head back
                 self._init_head(k)
         train_clustering(state, CLUSTER, range(ck.stage(CLUSTER.name).first_epoch(warmup, epochs), epochs))
         self._release()
@@ -484,17 +556,29 @@ class RunSession:
             **({"k_selection": self.selection.to_uns()} if self.selection is not None else {}),
             **({"metrics": metrics} if metrics else {}),
         }
-        return RunResult(adata=out, config=saved_cfg, labels=labels, embedding=emb, history=list(self.history),
-                         n_clusters=k, k_estimated=k_estimated, metrics=metrics, timings=timings,
-                         model=self.model, checkpoint=self.record, k_selection=self.selection,
-                         other_k={kk: v for kk, v in extra.items() if kk != k})
+        return RunResult(
+            adata=out,
+            config=saved_cfg,
+            labels=labels,
+            embedding=emb,
+            history=list(self.history),
+            n_clusters=k,
+            k_estimated=k_estimated,
+            metrics=metrics,
+            timings=timings,
+            model=self.model,
+            checkpoint=self.record,
+            k_selection=self.selection,
+            other_k={kk: v for kk, v in extra.items() if kk != k},
+        )
 
     def _drop_training_graphs(self) -> None:
         """Drop what only training reads: this rank's counts, the scipy graphs and edge lists behind the batches
         (a quarter of a gigabyte at 200,000 cells). The model keeps its whole-data graphs, so it can still embed
         all cells, but no longer focus on a batch."""
-        self.data = replace(self.data, counts_csr=None, knn=None, adj_scipy=None, edge_index=None,
-                            edge_weight=None)
+        self.data = replace(
+            self.data, counts_csr=None, knn=None, adj_scipy=None, edge_index=None, edge_weight=None
+        )
         self.state = None
         drop = getattr(self.model.augment, "drop_batch_graphs", None)
         if drop is not None:

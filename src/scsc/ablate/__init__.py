@@ -37,6 +37,23 @@ def run_study(study: Study, out: str | Path, jobs: int = 1, events=None, reports
     return outcome
 
 
-__all__ = ["PRESETS", "Cell", "DatasetSpec", "Outcome", "ReadOptions", "ResultsStore", "Study", "StudyError",
-           "StudyRunner", "Variant", "config_hash", "load_study", "plan", "preset_names", "preset_variants",
-           "pretrain_key", "run_study", "study_from_data"]
+__all__ = [
+    "PRESETS",
+    "Cell",
+    "DatasetSpec",
+    "Outcome",
+    "ReadOptions",
+    "ResultsStore",
+    "Study",
+    "StudyError",
+    "StudyRunner",
+    "Variant",
+    "config_hash",
+    "load_study",
+    "plan",
+    "preset_names",
+    "preset_variants",
+    "pretrain_key",
+    "run_study",
+    "study_from_data",
+]

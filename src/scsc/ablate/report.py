@@ -131,12 +131,16 @@ def summary_markdown(study: Study, summary: dict[str, list[VariantSummary]], out
     lines = [
         f"# Ablation study: {study.title}",
         "",
-        (f"Seeds {', '.join(map(str, study.seeds))} · {len(study.variants)} variants · "
-         f"{n_ok} cells ok, {n_err} failed · reference variant **{_md_escape(study.baseline)}** · {when}"),
+        (
+            f"Seeds {', '.join(map(str, study.seeds))} · {len(study.variants)} variants · "
+            f"{n_ok} cells ok, {n_err} failed · reference variant **{_md_escape(study.baseline)}** · {when}"
+        ),
         "",
-        ("Mean ± standard deviation over seeds (final epoch, no selection by labels). **Bold**: best mean in the "
-         f"column. Δ: mean minus the mean of *{_md_escape(study.baseline)}*. Time: seconds per cell after the "
-         "shared pretraining (reading, preprocessing, graph, clustering stage). Peak memory: the worker's peak RSS."),
+        (
+            "Mean ± standard deviation over seeds (final epoch, no selection by labels). **Bold**: best mean in the "
+            f"column. Δ: mean minus the mean of *{_md_escape(study.baseline)}*. Time: seconds per cell after the "
+            "shared pretraining (reading, preprocessing, graph, clustering stage). Peak memory: the worker's peak RSS."
+        ),
     ]
     for ds in study.datasets:
         items = summary[ds.name]
@@ -144,10 +148,21 @@ def summary_markdown(study: Study, summary: dict[str, list[VariantSummary]], out
         lines += ["", f"## {ds.name}", "", f"Data: `{ds.path}`"]
         pre = _pretrain_times(study, out, ds.name) if out is not None else []
         if pre:
-            lines += ["", (f"Shared pretraining: {len(pre)} checkpoint(s), {np.mean(pre):.1f} s each on average "
-                           "(reused by every variant with the same pretraining configuration).")]
-        head = ["variant", *(LABELS[k] for k in METRICS), *(f"Δ{LABELS[k]}" for k in METRICS), "time (s)",
-                "peak mem (MiB)", "runs"]
+            lines += [
+                "",
+                (
+                    f"Shared pretraining: {len(pre)} checkpoint(s), {np.mean(pre):.1f} s each on average "
+                    "(reused by every variant with the same pretraining configuration)."
+                ),
+            ]
+        head = [
+            "variant",
+            *(LABELS[k] for k in METRICS),
+            *(f"Δ{LABELS[k]}" for k in METRICS),
+            "time (s)",
+            "peak mem (MiB)",
+            "runs",
+        ]
         lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += [_table_row(s, s.variant == study.baseline, best) for s in items]
         failed = [(s.variant, e) for s in items for e in s.errors]
@@ -172,8 +187,9 @@ def bar_chart(study: Study, summary: dict[str, list[VariantSummary]], path: Path
     import matplotlib.pyplot as plt
 
     n_var = len(study.variants)
-    fig, axes = plt.subplots(len(summary), 1, figsize=(max(8.0, 0.75 * n_var + 2), 4.2 * len(summary)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(summary), 1, figsize=(max(8.0, 0.75 * n_var + 2), 4.2 * len(summary)), squeeze=False
+    )
     width = 0.8 / len(METRICS)
     x = np.arange(n_var)
     colors = plt.get_cmap("tab10")
@@ -181,12 +197,24 @@ def bar_chart(study: Study, summary: dict[str, list[VariantSummary]], path: Path
         for j, k in enumerate(METRICS):
             means = np.array([s.mean[k] for s in items], dtype=float)
             stds = np.array([s.std[k] for s in items], dtype=float)
-            ax.bar(x + (j - (len(METRICS) - 1) / 2) * width, np.nan_to_num(means), width,
-                   yerr=np.nan_to_num(stds), capsize=2, label=LABELS[k], color=colors(j))
+            ax.bar(
+                x + (j - (len(METRICS) - 1) / 2) * width,
+                np.nan_to_num(means),
+                width,
+                yerr=np.nan_to_num(stds),
+                capsize=2,
+                label=LABELS[k],
+                color=colors(j),
+            )
         ref = next((s for s in items if s.variant == study.baseline), None)
         if ref is not None and np.isfinite(ref.mean["ari"]):
-            ax.axhline(ref.mean["ari"], color=colors(METRICS.index("ari")), lw=0.8, ls="--",
-                       label=f"ARI of {study.baseline}")
+            ax.axhline(
+                ref.mean["ari"],
+                color=colors(METRICS.index("ari")),
+                lw=0.8,
+                ls="--",
+                label=f"ARI of {study.baseline}",
+            )
         ax.set_xticks(x)
         ax.set_xticklabels([s.variant for s in items], rotation=35, ha="right", fontsize=8)
         ax.set_ylim(0, 1.2)  # scores are at most 1: the band above holds the legend
@@ -209,7 +237,9 @@ def rich_tables(study: Study, summary: dict[str, list[VariantSummary]]):
     tables = []
     for ds, items in summary.items():
         best = {k: _best(items, k) for k in METRICS}
-        t = Table(title=f"scsc ablate · {ds} (mean ± std over {len(study.seeds)} seed(s))", title_justify="left")
+        t = Table(
+            title=f"scsc ablate · {ds} (mean ± std over {len(study.seeds)} seed(s))", title_justify="left"
+        )
         t.add_column("variant", overflow="fold")
         for k in METRICS:
             t.add_column(LABELS[k], justify="right")
@@ -218,18 +248,27 @@ def rich_tables(study: Study, summary: dict[str, list[VariantSummary]]):
         t.add_column("mem MiB", justify="right")
         t.add_column("runs", justify="right")
         for s in items:
-            name = Text(s.variant + (f" (= {s.same_as})" if s.same_as else ""),
-                        style="italic" if s.variant == study.baseline else "")
+            name = Text(
+                s.variant + (f" (= {s.same_as})" if s.same_as else ""),
+                style="italic" if s.variant == study.baseline else "",
+            )
             row: list = [name]
             for k in METRICS:
                 txt = f"{_f(s.mean[k])} ± {_f(s.std[k])}" if np.isfinite(s.mean[k]) else "–"
                 bold = np.isfinite(s.mean[k]) and np.isclose(s.mean[k], best[k], rtol=0, atol=5e-7)
                 row.append(Text(txt, style="bold green" if bold else ""))
             d = s.delta["ari"]
-            row.append(Text("—" if s.variant == study.baseline else _f(d, signed=True),
-                            style="red" if np.isfinite(d) and d < 0 else "green" if np.isfinite(d) else ""))
-            row += [_f(s.time_s, 1), _f(s.peak_mem_mb, 0),
-                    Text(f"{s.n_ok}/{s.n_ok + s.n_error}", style="red" if s.n_error else "")]
+            row.append(
+                Text(
+                    "—" if s.variant == study.baseline else _f(d, signed=True),
+                    style="red" if np.isfinite(d) and d < 0 else "green" if np.isfinite(d) else "",
+                )
+            )
+            row += [
+                _f(s.time_s, 1),
+                _f(s.peak_mem_mb, 0),
+                Text(f"{s.n_ok}/{s.n_ok + s.n_error}", style="red" if s.n_error else ""),
+            ]
             t.add_row(*row)
         tables.append(t)
     return tables

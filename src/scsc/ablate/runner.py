@@ -40,9 +40,26 @@ from ..data.io import atomic_write_text
 from .study import DatasetSpec, Study, Variant, config_hash, pretrain_key
 
 METRICS = ("acc", "nmi", "ari", "f1")
-COLUMNS = ("dataset", "variant", "seed", "status", *METRICS, "time_s", "peak_mem_mb", "pretrain_s",
-           "n_clusters", "kmeans_acc", "kmeans_nmi", "kmeans_ari", "kmeans_f1", "same_as", "config_hash",
-           "pretrain_key", "finished_at", "error")
+COLUMNS = (
+    "dataset",
+    "variant",
+    "seed",
+    "status",
+    *METRICS,
+    "time_s",
+    "peak_mem_mb",
+    "pretrain_s",
+    "n_clusters",
+    "kmeans_acc",
+    "kmeans_nmi",
+    "kmeans_ari",
+    "kmeans_f1",
+    "same_as",
+    "config_hash",
+    "pretrain_key",
+    "finished_at",
+    "error",
+)
 
 
 # ----------------------------------------------------------------------------- plan
@@ -114,8 +131,17 @@ class ResultsStore:
         return None
 
     def ok_with_hash(self, dataset: str, chash: str) -> dict[str, str] | None:
-        return next((r for r in self.rows.values() if r["dataset"] == dataset and r["status"] == "ok"
-                     and r["config_hash"] == chash and not r["same_as"]), None)
+        return next(
+            (
+                r
+                for r in self.rows.values()
+                if r["dataset"] == dataset
+                and r["status"] == "ok"
+                and r["config_hash"] == chash
+                and not r["same_as"]
+            ),
+            None,
+        )
 
     def record(self, row: dict[str, Any]) -> None:
         key = (row["dataset"], row["variant"], int(row["seed"]))
@@ -145,8 +171,14 @@ def _fmt(value: Any) -> str:
 # ----------------------------------------------------------------------------- work done in a worker
 def _task_config(task: dict[str, Any]) -> tuple[DatasetSpec, RunConfig]:
     d = dict(task["dataset"])
-    ds = DatasetSpec(name=d["name"], path=Path(d["path"]), layer=d.get("layer"), label_key=d.get("label_key"),
-                     transpose=bool(d.get("transpose", False)), n_clusters=d.get("n_clusters"))
+    ds = DatasetSpec(
+        name=d["name"],
+        path=Path(d["path"]),
+        layer=d.get("layer"),
+        label_key=d.get("label_key"),
+        transpose=bool(d.get("transpose", False)),
+        n_clusters=d.get("n_clusters"),
+    )
     return ds, RunConfig.from_dict(task["config"])
 
 
@@ -220,9 +252,22 @@ def _watch_parent() -> None:
 
 
 #: Modules the pipeline imports lazily; a fresh worker imports them first so that a cell's time is its work.
-WARM_UP = ("scsc.api", "torch._dynamo", "torch.optim", "scanpy.preprocessing", "scanpy.tools", "scanpy.neighbors",
-           "sklearn.cluster", "sklearn.decomposition", "sklearn.neighbors", "sklearn.metrics", "ot", "igraph",
-           "leidenalg", "pynndescent")
+WARM_UP = (
+    "scsc.api",
+    "torch._dynamo",
+    "torch.optim",
+    "scanpy.preprocessing",
+    "scanpy.tools",
+    "scanpy.neighbors",
+    "sklearn.cluster",
+    "sklearn.decomposition",
+    "sklearn.neighbors",
+    "sklearn.metrics",
+    "ot",
+    "igraph",
+    "leidenalg",
+    "pynndescent",
+)
 
 
 def _warm_up() -> None:
@@ -299,8 +344,14 @@ class Outcome:
 class StudyRunner:
     """Schedules pretraining and cells of a :class:`Study` on ``jobs`` worker processes."""
 
-    def __init__(self, study: Study, out: str | Path, jobs: int = 1, events: Events | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        study: Study,
+        out: str | Path,
+        jobs: int = 1,
+        events: Events | None = None,
+        threads: int | None = None,
+    ):
         self.study = study
         self.out = Path(out)
         self.jobs = max(0, int(jobs))
@@ -309,10 +360,15 @@ class StudyRunner:
             threads = max(1, (os.cpu_count() or 1) // max(1, self.jobs))
         self.threads = threads
         self.cells = plan(study)
-        index = {c.key: i for i, c in enumerate(sorted(
-            self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed)))}
-        self.store = ResultsStore(self.out / "results.csv",
-                                  order=lambda k: (0, index[k]) if k in index else (1, k))
+        index = {
+            c.key: i
+            for i, c in enumerate(
+                sorted(self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed))
+            )
+        }
+        self.store = ResultsStore(
+            self.out / "results.csv", order=lambda k: (0, index[k]) if k in index else (1, k)
+        )
 
     def _ds_index(self, c: Cell) -> int:
         return [d.name for d in self.study.datasets].index(c.dataset.name)
@@ -325,10 +381,18 @@ class StudyRunner:
         m = result.get("metrics") or {}
         km = result.get("kmeans") or {}
         row: dict[str, Any] = {
-            "dataset": cell.dataset.name, "variant": cell.variant.name, "seed": cell.seed,
-            "status": result["status"], "time_s": result.get("time_s"), "peak_mem_mb": result.get("peak_mem_mb"),
-            "pretrain_s": result.get("pretrain_s"), "n_clusters": result.get("n_clusters"), "same_as": same_as,
-            "config_hash": cell.chash, "pretrain_key": cell.pkey, "finished_at": _now(),
+            "dataset": cell.dataset.name,
+            "variant": cell.variant.name,
+            "seed": cell.seed,
+            "status": result["status"],
+            "time_s": result.get("time_s"),
+            "peak_mem_mb": result.get("peak_mem_mb"),
+            "pretrain_s": result.get("pretrain_s"),
+            "n_clusters": result.get("n_clusters"),
+            "same_as": same_as,
+            "config_hash": cell.chash,
+            "pretrain_key": cell.pkey,
+            "finished_at": _now(),
             "error": result.get("error") or result.get("note") or "",
         }
         for k in METRICS:
@@ -338,8 +402,13 @@ class StudyRunner:
 
     def _copy_row(self, cell: Cell, source: dict[str, str]) -> dict[str, Any]:
         row = dict(source)
-        row.update(variant=cell.variant.name, seed=cell.seed, same_as=source["variant"], finished_at=_now(),
-                   config_hash=cell.chash)
+        row.update(
+            variant=cell.variant.name,
+            seed=cell.seed,
+            same_as=source["variant"],
+            finished_at=_now(),
+            config_hash=cell.chash,
+        )
         return row
 
     def _save_traceback(self, name: str, text: str) -> None:
@@ -365,8 +434,15 @@ class StudyRunner:
             self.store.record(self._copy_row(c, earlier))
             outcome.copied += 1
             self.events.finished(self.store.rows[c.key])
-        schedule = _Schedule(self, outcome, pre_queue=list(pre_tasks.values()), waiting=waiting, ready=ready,
-                             followers=followers, by_id={c.label: c for c in primaries})
+        schedule = _Schedule(
+            self,
+            outcome,
+            pre_queue=list(pre_tasks.values()),
+            waiting=waiting,
+            ready=ready,
+            followers=followers,
+            by_id={c.label: c for c in primaries},
+        )
         if self.jobs == 0:
             while True:
                 task = schedule.next_task()
@@ -377,13 +453,17 @@ class StudyRunner:
         else:
             self._pool_loop(schedule.next_task, schedule.on_result)
 
-        outcome.rows = [self.store.rows[c.key] for c in sorted(
-            self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed)) if c.key in self.store.rows]
+        outcome.rows = [
+            self.store.rows[c.key]
+            for c in sorted(self.cells, key=lambda c: (self._ds_index(c), self._v_index(c), c.seed))
+            if c.key in self.store.rows
+        ]
         outcome.errors = [r for r in outcome.rows if r["status"] != "ok"]
         return outcome
 
-    def _group_identical(self, todo: list[Cell]
-                         ) -> tuple[list[Cell], dict[tuple, list[Cell]], list[tuple[Cell, dict[str, str]]]]:
+    def _group_identical(
+        self, todo: list[Cell]
+    ) -> tuple[list[Cell], dict[tuple, list[Cell]], list[tuple[Cell, dict[str, str]]]]:
         """Identical configurations run once; an earlier run's identical result is copied right away.
 
         Returns:
@@ -407,8 +487,9 @@ class StudyRunner:
                 primaries.append(c)
         return primaries, followers, copies
 
-    def _pretrain_tasks(self, cells: list[Cell]
-                        ) -> tuple[dict[Path, dict[str, Any]], dict[Path, list[Cell]], list[Cell]]:
+    def _pretrain_tasks(
+        self, cells: list[Cell]
+    ) -> tuple[dict[Path, dict[str, Any]], dict[Path, list[Cell]], list[Cell]]:
         """One pretraining task per missing checkpoint.
 
         Returns:
@@ -425,13 +506,21 @@ class StudyRunner:
                 continue
             waiting.setdefault(ckpt, []).append(c)
             if ckpt not in pre_tasks:
-                pre_tasks[ckpt] = {"kind": "pretrain", "id": f"pretrain {c.dataset.name} seed {c.seed} "
-                                   f"[{c.pkey}]", "dataset": c.dataset.to_dict(), "config": c.config.to_dict(),
-                                   "checkpoint": str(ckpt), "threads": self.threads}
+                pre_tasks[ckpt] = {
+                    "kind": "pretrain",
+                    "id": f"pretrain {c.dataset.name} seed {c.seed} [{c.pkey}]",
+                    "dataset": c.dataset.to_dict(),
+                    "config": c.config.to_dict(),
+                    "checkpoint": str(ckpt),
+                    "threads": self.threads,
+                }
         return pre_tasks, waiting, ready
 
-    def _pool_loop(self, next_task: Callable[[], dict[str, Any] | None],
-                   on_result: Callable[[dict[str, Any], dict[str, Any]], None]) -> None:
+    def _pool_loop(
+        self,
+        next_task: Callable[[], dict[str, Any] | None],
+        on_result: Callable[[dict[str, Any], dict[str, Any]], None],
+    ) -> None:
         import multiprocessing as mp
         from multiprocessing.connection import wait
 
@@ -444,8 +533,9 @@ class StudyRunner:
                     if task is None:
                         break
                     recv, send = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_worker, args=(task, send), daemon=True,
-                                       name=f"scsc-ablate {task['id']}")
+                    proc = ctx.Process(
+                        target=_worker, args=(task, send), daemon=True, name=f"scsc-ablate {task['id']}"
+                    )
                     proc.start()
                     send.close()
                     running[proc.sentinel] = (proc, task, recv)
@@ -467,8 +557,12 @@ class StudyRunner:
                     recv.close()
                     proc.join(timeout=30)
                     if result is None:
-                        result = {"status": "error", "error": _death(proc.exitcode),
-                                  "kind": task["kind"], "id": task["id"]}
+                        result = {
+                            "status": "error",
+                            "error": _death(proc.exitcode),
+                            "kind": task["kind"],
+                            "id": task["id"],
+                        }
                     on_result(task, result)
         except BaseException:
             for proc, _, _ in running.values():
@@ -504,8 +598,14 @@ class _Schedule:
 
     def _cell_task(self, c: Cell) -> dict[str, Any]:
         r = self.runner
-        return {"kind": "cell", "id": c.label, "dataset": c.dataset.to_dict(), "config": c.config.to_dict(),
-                "checkpoint": str(checkpoint_path(r.out, c)), "threads": r.threads}
+        return {
+            "kind": "cell",
+            "id": c.label,
+            "dataset": c.dataset.to_dict(),
+            "config": c.config.to_dict(),
+            "checkpoint": str(checkpoint_path(r.out, c)),
+            "threads": r.threads,
+        }
 
     def on_result(self, task: dict[str, Any], result: dict[str, Any]) -> None:
         if task["kind"] == "pretrain":
@@ -519,15 +619,23 @@ class _Schedule:
         cells = self.waiting.pop(ckpt, [])
         self.outcome.pretrained += result["status"] == "ok"
         if result["status"] == "ok":
-            meta = {"pretrain_s": result["time_s"], "peak_mem_mb": result["peak_mem_mb"],
-                    "finished_at": _now(), "config": task["config"]}
+            meta = {
+                "pretrain_s": result["time_s"],
+                "peak_mem_mb": result["peak_mem_mb"],
+                "finished_at": _now(),
+                "config": task["config"],
+            }
             atomic_write_text(ckpt.with_suffix(".json"), json.dumps(meta, indent=2))
             self.ready.extend(cells)
         else:
             self.runner._save_traceback(task["id"], result.get("traceback", result.get("error", "")))
             for c in cells:
-                fail = {"status": "error", "error": f"pretraining failed: {result.get('error')}",
-                        "time_s": result.get("time_s"), "peak_mem_mb": result.get("peak_mem_mb")}
+                fail = {
+                    "status": "error",
+                    "error": f"pretraining failed: {result.get('error')}",
+                    "time_s": result.get("time_s"),
+                    "peak_mem_mb": result.get("peak_mem_mb"),
+                }
                 self._finish_cell(c, fail)
         self.runner.events.pretrained(task, result)
 

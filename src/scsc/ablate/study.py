@@ -63,11 +63,16 @@ class StudyError(ConfigError):
     """A study file that cannot be run; the message lists every problem with its line."""
 
 
-def _dataset_options(layer: str | None, label_key: str | None, transpose: bool, n_clusters: int | None
-                 ) -> dict[str, Any]:
+def _dataset_options(
+    layer: str | None, label_key: str | None, transpose: bool, n_clusters: int | None
+) -> dict[str, Any]:
     """The reading options and K of a ``[[datasets]]`` entry that differ from the defaults (as TOML keys)."""
-    out: dict[str, Any] = {"layer": layer, "label_key": label_key, "transpose": True if transpose else None,
-                           "n_clusters": n_clusters}
+    out: dict[str, Any] = {
+        "layer": layer,
+        "label_key": label_key,
+        "transpose": True if transpose else None,
+        "n_clusters": n_clusters,
+    }
     return {key: value for key, value in out.items() if value not in (None, "")}
 
 
@@ -90,8 +95,11 @@ class DatasetSpec:
         return read(self.path, layer=self.layer, label_key=self.label_key, transpose=self.transpose)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "path": str(self.path),
-                **_dataset_options(self.layer, self.label_key, self.transpose, self.n_clusters)}
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            **_dataset_options(self.layer, self.label_key, self.transpose, self.n_clusters),
+        }
 
 
 @dataclass
@@ -144,9 +152,14 @@ class Study:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "datasets": [d.to_dict() for d in self.datasets], "seeds": self.seeds,
-                "baseline": self.baseline, "base": self.base.to_dict(),
-                "variants": [v.to_dict() for v in self.variants]}
+        return {
+            "title": self.title,
+            "datasets": [d.to_dict() for d in self.datasets],
+            "seeds": self.seeds,
+            "baseline": self.baseline,
+            "base": self.base.to_dict(),
+            "variants": [v.to_dict() for v in self.variants],
+        }
 
     def to_toml(self) -> str:
         """A self-contained study file (resolved paths, presets expanded, command-line overrides folded in)."""
@@ -154,7 +167,9 @@ class Study:
 
         data = self.to_dict()
         data["base"].pop("seed", None)
-        header = "# Resolved by scsc ablate: re-run with `scsc ablate study.toml --out <this folder>` to resume.\n"
+        header = (
+            "# Resolved by scsc ablate: re-run with `scsc ablate study.toml --out <this folder>` to resume.\n"
+        )
         return header + tomli_w.dumps(data)
 
 
@@ -214,17 +229,24 @@ class _Lines:
         heads = [i for i, line in enumerate(self.lines) if self.VARIANT.match(line)]
         if index < len(heads):
             start = heads[index]
-            end = next((i for i in range(start + 1, len(self.lines)) if self.HEADER.match(self.lines[i])),
-                       len(self.lines))
+            end = next(
+                (i for i in range(start + 1, len(self.lines)) if self.HEADER.match(self.lines[i])),
+                len(self.lines),
+            )
             return self._find(list(tokens), start, end) or start + 1
         return self._find(list(tokens))
 
     def base(self, *tokens: str) -> int | None:
         for i, line in enumerate(self.lines):
             if self.BASE.match(line):
-                end = next((j for j in range(i + 1, len(self.lines))
-                            if self.HEADER.match(self.lines[j]) and not self.BASE.match(self.lines[j])),
-                           len(self.lines))
+                end = next(
+                    (
+                        j
+                        for j in range(i + 1, len(self.lines))
+                        if self.HEADER.match(self.lines[j]) and not self.BASE.match(self.lines[j])
+                    ),
+                    len(self.lines),
+                )
                 hit = self._find(list(tokens), i, end)
                 if hit:
                     return hit
@@ -293,7 +315,7 @@ def check_key(dotted: str) -> str | None:
             return f"unknown config section or key {part!r} (valid: {', '.join(names)})"
         obj = getattr(obj, part)
         if i < len(parts) - 1 and not dataclasses.is_dataclass(obj):
-            return f"{'.'.join(parts[:i + 1])!r} is a value, not a section"
+            return f"{'.'.join(parts[: i + 1])!r} is a value, not a section"
     if dataclasses.is_dataclass(obj):
         return f"{dotted!r} is a section; name a key inside it (e.g. {dotted}.<key>)"
     return None
@@ -322,18 +344,28 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
             lines = text.splitlines()
             shown = lines[line - 1] if 0 < line <= len(lines) else ""
             reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg)
-            raise StudyError(f"{path}:{line}:{col}: invalid TOML: {reason}\n  {line} | {shown}\n"
-                             f"  {' ' * len(str(line))} | {' ' * (col - 1)}^") from None
+            raise StudyError(
+                f"{path}:{line}:{col}: invalid TOML: {reason}\n  {line} | {shown}\n"
+                f"  {' ' * len(str(line))} | {' ' * (col - 1)}^"
+            ) from None
         raise StudyError(f"{path}: invalid TOML: {msg}") from None
 
 
-def load_study(path: str | Path, *, preset: str | None = None, seeds: list[int] | None = None,
-               sets: list[str] | None = None, epochs: int | None = None, registry=None) -> Study:
+def load_study(
+    path: str | Path,
+    *,
+    preset: str | None = None,
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    epochs: int | None = None,
+    registry=None,
+) -> Study:
     """Parse and validate a study file; command-line ``preset``, ``seeds``, ``sets`` and ``epochs`` win."""
     path = Path(path)
     data, text = _read_toml(path)
-    return build_study(data, source=path, text=text, preset=preset, seeds=seeds, sets=sets, epochs=epochs,
-                       registry=registry)
+    return build_study(
+        data, source=path, text=text, preset=preset, seeds=seeds, sets=sets, epochs=epochs, registry=registry
+    )
 
 
 @dataclass(frozen=True)
@@ -345,34 +377,52 @@ class ReadOptions:
     transpose: bool = False
 
 
-def study_from_data(paths: list[str | Path], *, preset: str = "paper", seeds: list[int] | None = None,
-                    sets: list[str] | None = None, epochs: int | None = None, n_clusters: int | None = None,
-                    read: ReadOptions = ReadOptions(), registry=None) -> Study:
+def study_from_data(
+    paths: list[str | Path],
+    *,
+    preset: str = "paper",
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    epochs: int | None = None,
+    n_clusters: int | None = None,
+    read: ReadOptions = ReadOptions(),
+    registry=None,
+) -> Study:
     """A study of a preset's variants on data files named on the command line, read as ``read`` says."""
     datasets: list[Any] = []
     for p in paths:
-        datasets.append({"path": str(p), **_dataset_options(read.layer, read.label_key, read.transpose, n_clusters)})
+        datasets.append(
+            {"path": str(p), **_dataset_options(read.layer, read.label_key, read.transpose, n_clusters)}
+        )
     data = {"title": f"preset {preset!r}", "datasets": datasets, "preset": preset}
-    return build_study(data, source=None, text=None, preset=preset, seeds=seeds, sets=sets, epochs=epochs,
-                       registry=registry)
+    return build_study(
+        data, source=None, text=None, preset=preset, seeds=seeds, sets=sets, epochs=epochs, registry=registry
+    )
 
 
-def _dataset(entry: Any, index: int, base_dir: Path | None, lines: _Lines, problems: _Problems
-             ) -> DatasetSpec | None:
+def _dataset(
+    entry: Any, index: int, base_dir: Path | None, lines: _Lines, problems: _Problems
+) -> DatasetSpec | None:
     if isinstance(entry, str):
         entry = {"path": entry}
     if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        problems.add(lines.key("datasets"), f"datasets[{index}]: expected a path string or a table with 'path'")
+        problems.add(
+            lines.key("datasets"), f"datasets[{index}]: expected a path string or a table with 'path'"
+        )
         return None
     line = lines.key(entry["path"]) or lines.key("datasets")
     unknown = sorted(set(entry) - set(DATASET_KEYS))
     if unknown:
-        problems.add(line, f"datasets[{index}]: unknown key(s) {', '.join(unknown)} "
-                           f"(valid: {', '.join(DATASET_KEYS)})")
+        problems.add(
+            line, f"datasets[{index}]: unknown key(s) {', '.join(unknown)} (valid: {', '.join(DATASET_KEYS)})"
+        )
     raw = Path(entry["path"]).expanduser()
     tried = []
-    candidates = [raw] if raw.is_absolute() else [c for c in ((base_dir / raw) if base_dir else None,
-                                                               Path.cwd() / raw) if c is not None]
+    candidates = (
+        [raw]
+        if raw.is_absolute()
+        else [c for c in ((base_dir / raw) if base_dir else None, Path.cwd() / raw) if c is not None]
+    )
     path = None
     for cand in candidates:
         tried.append(str(cand))
@@ -380,26 +430,40 @@ def _dataset(entry: Any, index: int, base_dir: Path | None, lines: _Lines, probl
             path = cand.resolve()
             break
     if path is None:
-        problems.add(line, f"dataset not found: {entry['path']} (looked for {' and '.join(dict.fromkeys(tried))})")
+        problems.add(
+            line, f"dataset not found: {entry['path']} (looked for {' and '.join(dict.fromkeys(tried))})"
+        )
         return None
     if path.is_file() and not path.name.lower().endswith(DATA_SUFFIXES):
-        problems.add(line, f"dataset {entry['path']}: unsupported format (expected one of "
-                           f"{', '.join(DATA_SUFFIXES)} or a 10x mtx folder)")
+        problems.add(
+            line,
+            f"dataset {entry['path']}: unsupported format (expected one of "
+            f"{', '.join(DATA_SUFFIXES)} or a 10x mtx folder)",
+        )
     k = entry.get("n_clusters")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
         problems.add(line, f"datasets[{index}]: n_clusters must be an integer of at least 2, got {k!r}")
         k = None
     name = entry.get("name") or path.name.split(".")[0]
-    return DatasetSpec(name=str(name), path=path, layer=entry.get("layer"), label_key=entry.get("label_key"),
-                       transpose=bool(entry.get("transpose", False)), n_clusters=k)
+    return DatasetSpec(
+        name=str(name),
+        path=path,
+        layer=entry.get("layer"),
+        label_key=entry.get("label_key"),
+        transpose=bool(entry.get("transpose", False)),
+        n_clusters=k,
+    )
 
 
-def _variant_sets(sets_raw: Any, label: str, at: Callable[..., int | None], registry,
-                  problems: _Problems) -> dict[str, Any]:
+def _variant_sets(
+    sets_raw: Any, label: str, at: Callable[..., int | None], registry, problems: _Problems
+) -> dict[str, Any]:
     """The valid entries of a variant's ``set`` table (dotted key → value); ``at(*tokens)``: a problem's line."""
     sets: dict[str, Any] = {}
     if not isinstance(sets_raw, dict):
-        problems.add(at("set"), f"{label}: set must be a table of dotted keys, e.g. set = {{ \"loss.zinb\" = 0 }}")
+        problems.add(
+            at("set"), f'{label}: set must be a table of dotted keys, e.g. set = {{ "loss.zinb" = 0 }}'
+        )
         return sets
     for dotted, value in _flatten(sets_raw).items():
         last = dotted.split(".")[-1]
@@ -423,8 +487,9 @@ def _variant_sets(sets_raw: Any, label: str, at: Callable[..., int | None], regi
     return sets
 
 
-def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _Lines, registry,
-             problems: _Problems) -> Variant | None:
+def _variant(
+    raw: Any, index: int, from_preset: bool, file_index: int, lines: _Lines, registry, problems: _Problems
+) -> Variant | None:
     def at(*tokens: str) -> int | None:
         return None if from_preset else lines.variant(file_index, *tokens)
 
@@ -433,13 +498,16 @@ def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _L
         return None
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        problems.add(at("name"), f"variants[{index}]: every variant needs a non-empty name = \"...\"")
+        problems.add(at("name"), f'variants[{index}]: every variant needs a non-empty name = "..."')
         return None
     label = f"variant {name!r}"
     unknown = [k for k in raw if k not in VARIANT_KEYS]
     for k in unknown:
-        hint = " (use set = { \"section.key\" = value } for config values)" if k in {"loss", "model", "cluster"} \
-            or "." in k else ""
+        hint = (
+            ' (use set = { "section.key" = value } for config values)'
+            if k in {"loss", "model", "cluster"} or "." in k
+            else ""
+        )
         problems.add(at(k), f"{label}: unknown key {k!r}; valid: {', '.join(VARIANT_KEYS)}{hint}")
     components: dict[str, str] = {}
     for kind in COMPONENT_KEYS:
@@ -459,9 +527,17 @@ def _variant(raw: Any, index: int, from_preset: bool, file_index: int, lines: _L
     return Variant(name=name.strip(), components=components, sets=sets, description=str(description))
 
 
-def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, preset: str | None = None,
-                seeds: list[int] | None = None, sets: list[str] | None = None, epochs: int | None = None,
-                registry=None) -> Study:
+def build_study(
+    data: dict[str, Any],
+    *,
+    source: Path | None,
+    text: str | None,
+    preset: str | None = None,
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    epochs: int | None = None,
+    registry=None,
+) -> Study:
     """Validate a parsed study dict (see the module docstring) into a :class:`Study`.
 
     Every problem is collected first and reported at once (:class:`StudyError`), in the order of the checks.
@@ -491,8 +567,15 @@ def build_study(data: dict[str, Any], *, source: Path | None, text: str | None, 
     baseline = _baseline(data.get("baseline"), variants, lines, problems)
     problems.raise_if_any()
     title = str(data.get("title") or (source.stem if source else "ablation study"))
-    return Study(datasets=datasets, seeds=study_seeds, variants=variants, base=base, baseline=baseline,
-                 title=title, source=source)
+    return Study(
+        datasets=datasets,
+        seeds=study_seeds,
+        variants=variants,
+        base=base,
+        baseline=baseline,
+        title=title,
+        source=source,
+    )
 
 
 def _datasets(raw_ds: Any, base_dir: Path | None, lines: _Lines, problems: _Problems) -> list[DatasetSpec]:
@@ -501,8 +584,10 @@ def _datasets(raw_ds: Any, base_dir: Path | None, lines: _Lines, problems: _Prob
     if isinstance(raw_ds, (str, dict)):
         raw_ds = [raw_ds]
     if not raw_ds or not isinstance(raw_ds, list):
-        problems.add(lines.key("datasets"), "datasets: give a non-empty list of data files, "
-                                            "e.g. datasets = [\"data.h5\"]")
+        problems.add(
+            lines.key("datasets"),
+            'datasets: give a non-empty list of data files, e.g. datasets = ["data.h5"]',
+        )
         raw_ds = []
     for i, entry in enumerate(raw_ds):
         ds = _dataset(entry, i, base_dir, lines, problems)
@@ -510,8 +595,10 @@ def _datasets(raw_ds: Any, base_dir: Path | None, lines: _Lines, problems: _Prob
             datasets.append(ds)
     names = [d.name for d in datasets]
     for dup in sorted({n for n in names if names.count(n) > 1}):
-        problems.add(lines.key("datasets"), f"two datasets are named {dup!r}; give them distinct names "
-                                            "({ path = \"...\", name = \"...\" })")
+        problems.add(
+            lines.key("datasets"),
+            f'two datasets are named {dup!r}; give them distinct names ({{ path = "...", name = "..." }})',
+        )
     return datasets
 
 
@@ -519,17 +606,24 @@ def _seeds(raw_seeds: Any, lines: _Lines, problems: _Problems) -> list[int]:
     """The study's seeds (an integer or a list of non-negative integers), repeats dropped."""
     if isinstance(raw_seeds, int) and not isinstance(raw_seeds, bool):
         raw_seeds = [raw_seeds]
-    if (not isinstance(raw_seeds, list) or not raw_seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds)):
-        problems.add(lines.key("seeds"), f"seeds: expected a non-empty list of non-negative integers, got {raw_seeds!r}")
+    if (
+        not isinstance(raw_seeds, list)
+        or not raw_seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw_seeds)
+    ):
+        problems.add(
+            lines.key("seeds"),
+            f"seeds: expected a non-empty list of non-negative integers, got {raw_seeds!r}",
+        )
         raw_seeds = []
     elif len(set(raw_seeds)) != len(raw_seeds):
         problems.add(lines.key("seeds"), f"seeds: {raw_seeds!r} repeats a seed")
     return [int(s) for s in dict.fromkeys(raw_seeds)]
 
 
-def _base_config(raw_base: Any, sets: list[str] | None, epochs: int | None, registry, lines: _Lines,
-                 problems: _Problems) -> RunConfig:
+def _base_config(
+    raw_base: Any, sets: list[str] | None, epochs: int | None, registry, lines: _Lines, problems: _Problems
+) -> RunConfig:
     """The base config: defaults, the study's [base] tables, then the command line's ``sets``, ``epochs``."""
     base = RunConfig()
     if not isinstance(raw_base, dict):
@@ -558,8 +652,9 @@ def _base_config(raw_base: Any, sets: list[str] | None, epochs: int | None, regi
     return base
 
 
-def _variants(data: dict[str, Any], preset_name: str | None, registry, lines: _Lines, problems: _Problems
-              ) -> list[Variant]:
+def _variants(
+    data: dict[str, Any], preset_name: str | None, registry, lines: _Lines, problems: _Problems
+) -> list[Variant]:
     """The valid variants with distinct names: the preset's first, then the file's own."""
     raw_variants: list[tuple[Any, bool, int]] = []
     if preset_name is not None:
@@ -573,15 +668,17 @@ def _variants(data: dict[str, Any], preset_name: str | None, registry, lines: _L
         file_variants = []
     raw_variants += [(v, False, i) for i, v in enumerate(file_variants)]
     if not raw_variants and preset_name is None:
-        problems.add(None, "no variants: add [[variants]] tables or preset = \"paper\"")
+        problems.add(None, 'no variants: add [[variants]] tables or preset = "paper"')
     variants: list[Variant] = []
     for i, (raw, from_preset, file_index) in enumerate(raw_variants):
         v = _variant(raw, i, from_preset, file_index, lines, registry, problems)
         if v is None:
             continue
         if any(o.name == v.name for o in variants):
-            problems.add(None if from_preset else lines.variant(file_index, "name"),
-                         f"variant name {v.name!r} is used twice")
+            problems.add(
+                None if from_preset else lines.variant(file_index, "name"),
+                f"variant name {v.name!r} is used twice",
+            )
             continue
         variants.append(v)
     return variants
@@ -590,8 +687,10 @@ def _variants(data: dict[str, Any], preset_name: str | None, registry, lines: _L
 def _baseline(baseline: Any, variants: list[Variant], lines: _Lines, problems: _Problems) -> str:
     """The variant the summary compares against: ``baseline``, else ``full model``, else the first."""
     if baseline is not None and not any(v.name == baseline for v in variants):
-        problems.add(lines.key("baseline"), f"baseline {baseline!r} is not a variant name "
-                                            f"(variants: {', '.join(v.name for v in variants)})")
+        problems.add(
+            lines.key("baseline"),
+            f"baseline {baseline!r} is not a variant name (variants: {', '.join(v.name for v in variants)})",
+        )
     if baseline is None:
         baseline = next((v.name for v in variants if v.name == FULL), variants[0].name if variants else "")
     return baseline
@@ -612,8 +711,9 @@ def parse_seeds(text: str | None) -> list[int] | None:
             else:
                 seeds.append(int(part))
         except ValueError:
-            raise ConfigError(f"--seeds {text!r}: expected comma-separated integers such as 0,1,2 or a range 0-4") \
-                from None
+            raise ConfigError(
+                f"--seeds {text!r}: expected comma-separated integers such as 0,1,2 or a range 0-4"
+            ) from None
     if not seeds:
         raise ConfigError(f"--seeds {text!r}: no seed given")
     return seeds

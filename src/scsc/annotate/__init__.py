@@ -28,7 +28,26 @@ from .reference import (
     transfer_labels,
 )
 
-__all__ = ["CLUSTER_KEY", "MARKER_COLUMNS", "METHODS", "UNASSIGNED", "Annotation", "AnnotationOptions",
-           "ClassifierOptions", "ReferenceClassifier", "Transfer", "annotate_clusters", "check_clustered",
-           "cross_validate", "find_markers", "has_gene_names", "log_normalize", "match_marker_sets",
-           "read_marker_sets", "read_result", "shared_genes", "top_markers", "transfer_labels"]
+__all__ = [
+    "CLUSTER_KEY",
+    "MARKER_COLUMNS",
+    "METHODS",
+    "UNASSIGNED",
+    "Annotation",
+    "AnnotationOptions",
+    "ClassifierOptions",
+    "ReferenceClassifier",
+    "Transfer",
+    "annotate_clusters",
+    "check_clustered",
+    "cross_validate",
+    "find_markers",
+    "has_gene_names",
+    "log_normalize",
+    "match_marker_sets",
+    "read_marker_sets",
+    "read_result",
+    "shared_genes",
+    "top_markers",
+    "transfer_labels",
+]

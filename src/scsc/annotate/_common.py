@@ -47,18 +47,26 @@ def read_result(path: str | Path, cluster_key: str = CLUSTER_KEY, layer: str | N
     return adata
 
 
-def check_clustered(adata: ad.AnnData, cluster_key: str, layer: str | None = None,
-                    where: str = "input") -> None:
+def check_clustered(
+    adata: ad.AnnData, cluster_key: str, layer: str | None = None, where: str = "input"
+) -> None:
     """Raise :class:`InputError` unless ``adata`` has ≥ 2 clusters in ``obs[cluster_key]`` and sane values."""
     if cluster_key not in adata.obs:
-        hint = (" (is this a scsc cluster result? for another AnnData name the cluster column with "
-                "--cluster-key, e.g. leiden)") if cluster_key == CLUSTER_KEY else ""
+        hint = (
+            (
+                " (is this a scsc cluster result? for another AnnData name the cluster column with "
+                "--cluster-key, e.g. leiden)"
+            )
+            if cluster_key == CLUSTER_KEY
+            else ""
+        )
         cols = ", ".join(map(str, adata.obs.columns)) or "none"
         raise InputError(f"{where}: no obs column {cluster_key!r}{hint}; obs columns: {cols}")
     n_groups = adata.obs[cluster_key].dropna().nunique()
     if n_groups < 2:
-        raise InputError(f"{where}: obs[{cluster_key!r}] has {n_groups} cluster(s); "
-                         "marker genes need at least 2")
+        raise InputError(
+            f"{where}: obs[{cluster_key!r}] has {n_groups} cluster(s); marker genes need at least 2"
+        )
     if layer is not None and layer not in adata.layers:
         raise InputError(f"{where}: no layer {layer!r}; layers: {', '.join(adata.layers.keys()) or 'none'}")
     x = adata.layers[layer] if layer is not None else adata.X
@@ -70,8 +78,10 @@ def check_clustered(adata: ad.AnnData, cluster_key: str, layer: str | None = Non
     if data.size and not np.isfinite(data).all():
         raise InputError(f"{where}: expression contains NaN or infinite values")
     if data.size and data.min() < 0:
-        raise InputError(f"{where}: expression contains negative values (scaled data?); annotate needs "
-                         "counts or log-normalised expression (use --layer)")
+        raise InputError(
+            f"{where}: expression contains negative values (scaled data?); annotate needs "
+            "counts or log-normalised expression (use --layer)"
+        )
 
 
 def cluster_labels(adata: ad.AnnData, cluster_key: str) -> pd.Categorical:
@@ -93,8 +103,9 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def size_factor_log1p(x: sp.spmatrix | np.ndarray, target: float | None = None
-                      ) -> tuple[sp.csr_matrix, float]:
+def size_factor_log1p(
+    x: sp.spmatrix | np.ndarray, target: float | None = None
+) -> tuple[sp.csr_matrix, float]:
     """METHOD §1 normalisation: divide each cell by s_i = total_i / target and take ``log1p``.
 
     Args:
@@ -116,8 +127,9 @@ def size_factor_log1p(x: sp.spmatrix | np.ndarray, target: float | None = None
     return out, float(target)
 
 
-def log_normalize(adata: ad.AnnData, layer: str | None = None, target: float | None = None
-                  ) -> tuple[ad.AnnData, bool]:
+def log_normalize(
+    adata: ad.AnnData, layer: str | None = None, target: float | None = None
+) -> tuple[ad.AnnData, bool]:
     """Log-normalised copy of ``adata`` (N × G, all genes) for marker tests and scores.
 
     Raw counts (every value a non-negative integer) are normalised with size factors and ``log1p``

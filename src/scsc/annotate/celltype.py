@@ -31,8 +31,18 @@ from ._common import CLUSTER_KEY, check_clustered, cluster_labels, has_gene_name
 UNASSIGNED = "unassigned"
 MARKER_FORMATS = (".toml", ".json", ".csv", ".tsv", ".txt", ".gmt")
 _TYPE_COLS = {"cell_type", "celltype", "cell type", "cell-type", "type", "label", "cell_label", "set", "name"}
-_GENE_COLS = {"gene", "genes", "marker", "markers", "gene_symbol", "symbol", "official gene symbol",
-              "gene_name", "marker_gene", "marker_genes"}
+_GENE_COLS = {
+    "gene",
+    "genes",
+    "marker",
+    "markers",
+    "gene_symbol",
+    "symbol",
+    "official gene symbol",
+    "gene_name",
+    "marker_gene",
+    "marker_genes",
+}
 
 
 # --------------------------------------------------------------------------- marker files
@@ -211,25 +221,37 @@ class AnnotationOptions:
     seed: int = 0
 
 
-def _checked_inputs(adata: ad.AnnData, marker_sets: dict[str, list[str]] | str | Path, cluster_key: str,
-                    layer: str | None) -> dict[str, list[str]]:
+def _checked_inputs(
+    adata: ad.AnnData, marker_sets: dict[str, list[str]] | str | Path, cluster_key: str, layer: str | None
+) -> dict[str, list[str]]:
     """The marker sets (read from their file unless given as a dict), once ``adata`` is checked to be
     clustered, to hold ``layer`` and to name its genes."""
     if not isinstance(marker_sets, dict):
         marker_sets = read_marker_sets(marker_sets)
     check_clustered(adata, cluster_key, layer)
     if not has_gene_names(adata):
-        raise InputError("the data have no gene names (genes are indices only, as in the shared .h5 files), "
-                         "so marker sets cannot be matched to genes; use data with gene names")
+        raise InputError(
+            "the data have no gene names (genes are indices only, as in the shared .h5 files), "
+            "so marker sets cannot be matched to genes; use data with gene names"
+        )
     return marker_sets
 
 
-def _uns_record(cluster_key: str, min_confidence: float, options: AnnotationOptions, types: list[str],
-                missing: dict[str, list[str]], sets_without_genes: list[str]) -> dict[str, Any]:
+def _uns_record(
+    cluster_key: str,
+    min_confidence: float,
+    options: AnnotationOptions,
+    types: list[str],
+    missing: dict[str, list[str]],
+    sets_without_genes: list[str],
+) -> dict[str, Any]:
     """``uns["scsc_annotation"]``: the settings, the cell types scored, and the marker genes not found."""
     return {
-        "cluster_key": cluster_key, "min_confidence": float(min_confidence), "alpha": float(options.alpha),
-        "n_top": int(options.n_top), "cell_types": types,
+        "cluster_key": cluster_key,
+        "min_confidence": float(min_confidence),
+        "alpha": float(options.alpha),
+        "n_top": int(options.n_top),
+        "cell_types": types,
         "missing_genes": {t: list(v) for t, v in missing.items()},
         "sets_without_genes": sets_without_genes,
     }
@@ -272,24 +294,31 @@ def annotate_clusters(
     if markers is None:
         from .markers import find_markers
 
-        markers = find_markers(adata, cluster_key, lognorm=lognorm, n_genes=options.n_top, key_added=None,
-                               seed=options.seed)
+        markers = find_markers(
+            adata, cluster_key, lognorm=lognorm, n_genes=options.n_top, key_added=None, seed=options.seed
+        )
     groups = cluster_labels(adata, cluster_key)
     cell_scores, votes = _cell_scores(lognorm, np.asarray(groups.codes), types, used, options.seed)
     cell_df = pd.DataFrame(cell_scores, index=adata.obs_names, columns=types)
     tops = {str(c): _top_genes(markers, str(c), options.n_top, options.alpha) for c in groups.categories}
     scores = _score_table(groups, tops, cell_scores, votes, types, used, marker_sets, n_universe)
-    clusters = pd.DataFrame([_call_cluster(scores[scores["cluster"] == str(c)], min_confidence, options.alpha)
-                             for c in groups.categories])
+    clusters = pd.DataFrame(
+        [
+            _call_cluster(scores[scores["cluster"] == str(c)], min_confidence, options.alpha)
+            for c in groups.categories
+        ]
+    )
     _label_cells(adata, groups, clusters, cell_df, options.key_added)
     unused = [t for t in marker_sets if not used[t]]
     adata.uns["scsc_annotation"] = _uns_record(cluster_key, min_confidence, options, types, missing, unused)
-    return Annotation(clusters=clusters, scores=scores, cell_scores=cell_df, genes=genes_table,
-                      missing=missing)
+    return Annotation(
+        clusters=clusters, scores=scores, cell_scores=cell_df, genes=genes_table, missing=missing
+    )
 
 
-def _usable_genes(marker_sets: dict[str, list[str]], genes_table: pd.DataFrame, lognorm: ad.AnnData
-                  ) -> tuple[dict[str, list[str]], int]:
+def _usable_genes(
+    marker_sets: dict[str, list[str]], genes_table: pd.DataFrame, lognorm: ad.AnnData
+) -> tuple[dict[str, list[str]], int]:
     """The data genes of every set that are expressed in some cell, and the number of expressed genes.
 
     The expressed genes are the universe of the enrichment test; raises :class:`InputError` when no set keeps
@@ -297,18 +326,22 @@ def _usable_genes(marker_sets: dict[str, list[str]], genes_table: pd.DataFrame, 
     """
     expressed = np.asarray((lognorm.X > 0).sum(axis=0)).ravel() > 0
     universe = set(lognorm.var_names[expressed])
-    used = {t: list(dict.fromkeys(genes_table.loc[(genes_table.cell_type == t) & genes_table.found,
-                                                   "data_gene"]))
-            for t in marker_sets}
+    used = {
+        t: list(dict.fromkeys(genes_table.loc[(genes_table.cell_type == t) & genes_table.found, "data_gene"]))
+        for t in marker_sets
+    }
     used = {t: [g for g in gs if g in universe] for t, gs in used.items()}
     if not any(used.values()):
-        raise InputError("none of the marker genes is expressed in the data "
-                         f"({len(genes_table)} genes in {len(marker_sets)} sets; check species and naming)")
+        raise InputError(
+            "none of the marker genes is expressed in the data "
+            f"({len(genes_table)} genes in {len(marker_sets)} sets; check species and naming)"
+        )
     return used, len(universe)
 
 
-def _cell_scores(lognorm: ad.AnnData, codes: np.ndarray, types: list[str], used: dict[str, list[str]],
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _cell_scores(
+    lognorm: ad.AnnData, codes: np.ndarray, types: list[str], used: dict[str, list[str]], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell set scores (N × T, NaN for cells without cluster) and each cell's vote (N,).
 
     A cell votes for the column of its highest score when that score is positive, else -1 (as do cells
@@ -334,9 +367,16 @@ def _top_genes(markers: pd.DataFrame, cluster: str, n_top: int, alpha: float) ->
     return top.sort_values("rank")["gene"].head(n_top).tolist()
 
 
-def _score_table(groups: pd.Categorical, tops: dict[str, list[str]], cell_scores: np.ndarray,
-                 votes: np.ndarray, types: list[str], used: dict[str, list[str]],
-                 marker_sets: dict[str, list[str]], n_universe: int) -> pd.DataFrame:
+def _score_table(
+    groups: pd.Categorical,
+    tops: dict[str, list[str]],
+    cell_scores: np.ndarray,
+    votes: np.ndarray,
+    types: list[str],
+    used: dict[str, list[str]],
+    marker_sets: dict[str, list[str]],
+    n_universe: int,
+) -> pd.DataFrame:
     """One row per cluster × cell type: mean set score, vote fraction and enrichment among the top markers.
 
     The hypergeometric p-values are BH-adjusted over all rows (``enrichment_padj``).
@@ -353,12 +393,21 @@ def _score_table(groups: pd.Categorical, tops: dict[str, list[str]], cell_scores
             s = set(used[t])
             hits = [g for g in top_genes if g in s]
             p = float(hypergeom.sf(len(hits) - 1, n_universe, len(s), len(top_genes))) if top_genes else 1.0
-            rows.append({"cluster": str(c), "cell_type": t, "n_cells": n_c,
-                         "mean_score": float(np.mean(cell_scores[in_c, j])) if n_c else np.nan,
-                         "vote_fraction": float(np.mean(votes[in_c] == j)) if n_c else 0.0,
-                         "set_size": len(marker_sets[t]), "genes_in_data": len(s),
-                         "top_markers": len(top_genes),
-                         "overlap": len(hits), "overlap_genes": ";".join(hits), "enrichment_p": min(p, 1.0)})
+            rows.append(
+                {
+                    "cluster": str(c),
+                    "cell_type": t,
+                    "n_cells": n_c,
+                    "mean_score": float(np.mean(cell_scores[in_c, j])) if n_c else np.nan,
+                    "vote_fraction": float(np.mean(votes[in_c] == j)) if n_c else 0.0,
+                    "set_size": len(marker_sets[t]),
+                    "genes_in_data": len(s),
+                    "top_markers": len(top_genes),
+                    "overlap": len(hits),
+                    "overlap_genes": ";".join(hits),
+                    "enrichment_p": min(p, 1.0),
+                }
+            )
     scores = pd.DataFrame(rows)
     scores["enrichment_padj"] = _bh(scores["enrichment_p"].to_numpy())
     return scores
@@ -378,13 +427,20 @@ def _call_cluster(part: pd.DataFrame, min_confidence: float, alpha: float) -> di
     if conf < min_confidence:
         reasons.append(f"confidence {conf:.2f} < {min_confidence:g}")
     if not best["enrichment_padj"] < alpha:
-        reasons.append(f"{best['cell_type']} markers not enriched among the top markers "
-                       f"(adj. p {best['enrichment_padj']:.2g})")
+        reasons.append(
+            f"{best['cell_type']} markers not enriched among the top markers "
+            f"(adj. p {best['enrichment_padj']:.2g})"
+        )
     return {
-        "cluster": str(best["cluster"]), "n_cells": int(best["n_cells"]),
-        "cell_type": UNASSIGNED if reasons else best["cell_type"], "best_match": best["cell_type"],
-        "confidence": conf, "mean_score": float(best["mean_score"]), "overlap": int(best["overlap"]),
-        "overlap_genes": best["overlap_genes"], "enrichment_p": float(best["enrichment_p"]),
+        "cluster": str(best["cluster"]),
+        "n_cells": int(best["n_cells"]),
+        "cell_type": UNASSIGNED if reasons else best["cell_type"],
+        "best_match": best["cell_type"],
+        "confidence": conf,
+        "mean_score": float(best["mean_score"]),
+        "overlap": int(best["overlap"]),
+        "overlap_genes": best["overlap_genes"],
+        "enrichment_p": float(best["enrichment_p"]),
         "enrichment_padj": float(best["enrichment_padj"]),
         "second_best": "" if second is None else second["cell_type"],
         "second_confidence": np.nan if second is None else float(second["vote_fraction"]),
@@ -392,8 +448,9 @@ def _call_cluster(part: pd.DataFrame, min_confidence: float, alpha: float) -> di
     }
 
 
-def _label_cells(adata: ad.AnnData, groups: pd.Categorical, clusters: pd.DataFrame, cell_df: pd.DataFrame,
-                 key_added: str) -> None:
+def _label_cells(
+    adata: ad.AnnData, groups: pd.Categorical, clusters: pd.DataFrame, cell_df: pd.DataFrame, key_added: str
+) -> None:
     """Write each cell's cluster type and confidence to ``obs`` and the N × T set scores to ``obsm``."""
     codes = np.asarray(groups.codes)
     assigned = dict(zip(clusters["cluster"], clusters["cell_type"], strict=True))
@@ -404,7 +461,8 @@ def _label_cells(adata: ad.AnnData, groups: pd.Categorical, clusters: pd.DataFra
         cats.append(UNASSIGNED)
     adata.obs[key_added] = pd.Categorical(labels, categories=cats)
     adata.obs[f"{key_added}_confidence"] = np.array(
-        [confidence[str(groups.categories[k])] if k >= 0 else np.nan for k in codes], dtype=np.float32)
+        [confidence[str(groups.categories[k])] if k >= 0 else np.nan for k in codes], dtype=np.float32
+    )
     adata.obsm["scsc_marker_scores"] = cell_df
 
 
@@ -413,8 +471,9 @@ def _set_score(lognorm: ad.AnnData, genes: list[str], seed: int) -> np.ndarray:
     import scanpy as sc
 
     try:
-        scored = sc.tl.score_genes(lognorm, genes, ctrl_size=50, random_state=seed, copy=True, use_raw=False,
-                                   score_name="_s")
+        scored = sc.tl.score_genes(
+            lognorm, genes, ctrl_size=50, random_state=seed, copy=True, use_raw=False, score_name="_s"
+        )
         return scored.obs["_s"].to_numpy(dtype=np.float64)
     except Exception:  # noqa: BLE001 (tiny gene universes: score_genes cannot bin the controls)
         x = lognorm.X

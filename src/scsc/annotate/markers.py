@@ -14,8 +14,18 @@ from ._common import CLUSTER_KEY, check_clustered, cluster_labels, log_normalize
 METHODS = {"wilcoxon": "wilcoxon", "t-test": "t-test", "logreg": "logreg"}
 
 #: Columns of ``markers.csv`` (and of the DataFrame :func:`find_markers` returns).
-MARKER_COLUMNS = ["cluster", "rank", "gene", "gene_index", "score", "log2_fold_change", "pval", "pval_adj",
-                  "pct_in", "pct_out"]
+MARKER_COLUMNS = [
+    "cluster",
+    "rank",
+    "gene",
+    "gene_index",
+    "score",
+    "log2_fold_change",
+    "pval",
+    "pval_adj",
+    "pct_in",
+    "pct_out",
+]
 
 _GROUP = "_scsc_group"
 
@@ -40,8 +50,10 @@ def prepare_groups(lognorm: ad.AnnData, cluster_key: str) -> tuple[ad.AnnData, l
     testable = [str(c) for c in groups.categories if sizes.get(c, 0) >= 2]
     single = [str(c) for c in groups.categories if sizes.get(c, 0) == 1]
     if len(testable) < 2:
-        raise InputError(f"obs[{cluster_key!r}] has fewer than 2 clusters with at least 2 cells; "
-                         "marker genes need at least 2")
+        raise InputError(
+            f"obs[{cluster_key!r}] has fewer than 2 clusters with at least 2 cells; "
+            "marker genes need at least 2"
+        )
     return sub, testable, single
 
 
@@ -106,14 +118,23 @@ def _rank_genes(sub: ad.AnnData, testable: list[str], single: list[str], method:
     kwds = {"max_iter": 1000, "random_state": seed} if method == "logreg" else {}
     if method == "wilcoxon":
         kwds["tie_correct"] = True
-    sc.tl.rank_genes_groups(sub, _GROUP, groups=testable if single else "all", reference="rest",
-                            method=METHODS[method], n_genes=sub.n_vars, use_raw=False, key_added="rgg",
-                            **kwds)
+    sc.tl.rank_genes_groups(
+        sub,
+        _GROUP,
+        groups=testable if single else "all",
+        reference="rest",
+        method=METHODS[method],
+        n_genes=sub.n_vars,
+        use_raw=False,
+        key_added="rgg",
+        **kwds,
+    )
     return sub.uns["rgg"]
 
 
-def _marker_table(rgg: dict, sub: ad.AnnData, testable: list[str], var_names: pd.Index, method: str
-                  ) -> pd.DataFrame:
+def _marker_table(
+    rgg: dict, sub: ad.AnnData, testable: list[str], var_names: pd.Index, method: str
+) -> pd.DataFrame:
     """Every ranked gene of every testable cluster (K × G' rows, ``MARKER_COLUMNS``) with its statistics.
 
     ``gene_index`` is the gene's column in ``var_names`` (the caller's genes, not only the expressed ones).
@@ -137,16 +158,28 @@ def _marker_table(rgg: dict, sub: ad.AnnData, testable: list[str], var_names: pd
         idx = np.array([pos[n] for n in genes])
         inside = grp == g
         lfc, pin, pout = _group_stats(x, inside)
-        frames.append(pd.DataFrame({
-            "cluster": g, "rank": np.arange(1, len(genes) + 1), "gene": genes.astype(str),
-            "gene_index": col_index[idx], "score": scores, "log2_fold_change": lfc[idx], "pval": pvals,
-            "pval_adj": padj, "pct_in": pin[idx], "pct_out": pout[idx],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "cluster": g,
+                    "rank": np.arange(1, len(genes) + 1),
+                    "gene": genes.astype(str),
+                    "gene_index": col_index[idx],
+                    "score": scores,
+                    "log2_fold_change": lfc[idx],
+                    "pval": pvals,
+                    "pval_adj": padj,
+                    "pct_in": pin[idx],
+                    "pct_out": pout[idx],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def _binary_logreg(rgg: dict, testable: list[str], x: sp.csr_matrix, grp: np.ndarray, pos: dict
-                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _binary_logreg(
+    rgg: dict, testable: list[str], x: sp.csr_matrix, grp: np.ndarray, pos: dict
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Both clusters of a two-cluster ``logreg`` run, which fits one coefficient vector.
 
     scanpy reports that vector under one cluster's name whatever class it favours; which cluster it points
@@ -183,13 +216,22 @@ def _scanpy_dict(table: pd.DataFrame, method: str, cluster_key: str) -> dict:
     def rec(col, dtype):
         return np.rec.fromarrays(
             [table.loc[table["cluster"] == c, col].to_numpy()[:n].astype(dtype) for c in clusters],
-            names=clusters)
+            names=clusters,
+        )
 
-    out = {"params": {"groupby": cluster_key, "reference": "rest", "method": method, "use_raw": False,
-                      "layer": "log-normalised (size factors, log1p; not stored)", "corr_method":
-                      "benjamini-hochberg"},
-           "names": rec("gene", object), "scores": rec("score", np.float32),
-           "logfoldchanges": rec("log2_fold_change", np.float32)}
+    out = {
+        "params": {
+            "groupby": cluster_key,
+            "reference": "rest",
+            "method": method,
+            "use_raw": False,
+            "layer": "log-normalised (size factors, log1p; not stored)",
+            "corr_method": "benjamini-hochberg",
+        },
+        "names": rec("gene", object),
+        "scores": rec("score", np.float32),
+        "logfoldchanges": rec("log2_fold_change", np.float32),
+    }
     if method != "logreg":
         out["pvals"] = rec("pval", np.float64)
         out["pvals_adj"] = rec("pval_adj", np.float64)

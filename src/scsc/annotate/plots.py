@@ -33,8 +33,14 @@ def _save_formats(fig, base: Path) -> list[Path]:
     return written
 
 
-def marker_plots(lognorm: ad.AnnData, markers: pd.DataFrame, cluster_key: str, out: str | Path,
-                 top: int = 10, stem: str = "markers") -> list[Path]:
+def marker_plots(
+    lognorm: ad.AnnData,
+    markers: pd.DataFrame,
+    cluster_key: str,
+    out: str | Path,
+    top: int = 10,
+    stem: str = "markers",
+) -> list[Path]:
     """Write ``{stem}_dotplot.{png,svg}`` and ``{stem}_heatmap.{png,svg}`` of the ``top`` markers per cluster.
 
     Args:
@@ -50,17 +56,34 @@ def marker_plots(lognorm: ad.AnnData, markers: pd.DataFrame, cluster_key: str, o
     sub = sub[sub.obs[_GROUP].isin(testable)].copy()
     sub.obs[_GROUP] = sub.obs[_GROUP].cat.remove_unused_categories()
     sub.obs[cluster_key] = sub.obs[_GROUP]
-    genes = {c: [g for g in gs if g in sub.var_names] for c, gs in top_markers(markers, top).items()
-             if c in testable}
+    genes = {
+        c: [g for g in gs if g in sub.var_names]
+        for c, gs in top_markers(markers, top).items()
+        if c in testable
+    }
     genes = {c: gs for c, gs in genes.items() if gs}
     written = []
 
-    dp = sc.pl.dotplot(sub, var_names=genes, groupby=cluster_key, standard_scale="var", show=False,
-                       return_fig=True, title=f"top {top} markers per cluster")
+    dp = sc.pl.dotplot(
+        sub,
+        var_names=genes,
+        groupby=cluster_key,
+        standard_scale="var",
+        show=False,
+        return_fig=True,
+        title=f"top {top} markers per cluster",
+    )
     dp.make_figure()
     written += _save_formats(dp.fig, out / f"{stem}_dotplot")
 
-    axes = sc.pl.heatmap(sub, var_names=genes, groupby=cluster_key, standard_scale="var", show=False,
-                         cmap="viridis", dendrogram=False)
+    axes = sc.pl.heatmap(
+        sub,
+        var_names=genes,
+        groupby=cluster_key,
+        standard_scale="var",
+        show=False,
+        cmap="viridis",
+        dendrogram=False,
+    )
     written += _save_formats(next(iter(axes.values())).figure, out / f"{stem}_heatmap")
     return written

@@ -63,8 +63,17 @@ def _highly_variable(lx: sp.csr_matrix, ok: np.ndarray, n_hvg: int) -> np.ndarra
     return ok[tmp.var["highly_variable"].to_numpy()]
 
 
-def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bool, *, n_hvg: int = 2000,
-                   n_pcs: int = 50, seed: int = 0, C: float = 1.0) -> ReferenceClassifier:
+def fit_classifier(
+    x: sp.csr_matrix,
+    y: np.ndarray,
+    genes: list[str],
+    counts: bool,
+    *,
+    n_hvg: int = 2000,
+    n_pcs: int = 50,
+    seed: int = 0,
+    C: float = 1.0,
+) -> ReferenceClassifier:
     """Fit the pipeline on reference expression ``x`` (N × G shared genes) with labels ``y`` (N,)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
@@ -76,8 +85,9 @@ def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bo
     n_cells_expr = np.asarray((lx > 0).sum(axis=0)).ravel()
     ok = np.flatnonzero(n_cells_expr >= (3 if lx.shape[0] >= 30 else 1))
     if ok.size < 2:
-        raise InputError("fewer than 2 shared genes are expressed in the reference; "
-                         "cannot train a classifier")
+        raise InputError(
+            "fewer than 2 shared genes are expressed in the reference; cannot train a classifier"
+        )
     hvg = _highly_variable(lx, ok, n_hvg)
     # cells × reference HVGs (N × ≤2000): linear in N
     dense = np.asarray(lx[:, hvg].toarray(), dtype=np.float64)
@@ -86,15 +96,26 @@ def fit_classifier(x: sp.csr_matrix, y: np.ndarray, genes: list[str], counts: bo
     std[std == 0] = 1.0
     z = np.clip((dense - mean) / std, -10, 10)
     n_comp = int(max(1, min(n_pcs, z.shape[0] - 1, z.shape[1] - 1)))
-    pca = PCA(n_components=n_comp, svd_solver="randomized" if n_comp < min(z.shape) // 2 else "full",
-              random_state=seed)
+    pca = PCA(
+        n_components=n_comp,
+        svd_solver="randomized" if n_comp < min(z.shape) // 2 else "full",
+        random_state=seed,
+    )
     emb = pca.fit_transform(z)
     clf = LogisticRegression(C=C, max_iter=2000, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny folds
         clf.fit(emb, y)
-    return ReferenceClassifier(genes=list(genes), target=float(target), hvg=hvg, mean=mean, std=std, pca=pca,
-                               clf=clf, classes=clf.classes_)
+    return ReferenceClassifier(
+        genes=list(genes),
+        target=float(target),
+        hvg=hvg,
+        mean=mean,
+        std=std,
+        pca=pca,
+        clf=clf,
+        classes=clf.classes_,
+    )
 
 
 def shared_genes(query: ad.AnnData, reference: ad.AnnData) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -103,12 +124,16 @@ def shared_genes(query: ad.AnnData, reference: ad.AnnData) -> tuple[np.ndarray, 
     Raises :class:`InputError` when either side has no gene names or no gene is shared.
     """
     if not has_gene_names(query):
-        raise InputError("the query has no gene names (genes are indices only, as in the shared .h5 files), "
-                         "so its genes cannot be matched to the reference; use --cv alone, or data with "
-                         "gene names")
+        raise InputError(
+            "the query has no gene names (genes are indices only, as in the shared .h5 files), "
+            "so its genes cannot be matched to the reference; use --cv alone, or data with "
+            "gene names"
+        )
     if not has_gene_names(reference):
-        raise InputError("the reference has no gene names (genes are indices only), so its genes cannot be "
-                         "matched to the query")
+        raise InputError(
+            "the reference has no gene names (genes are indices only), so its genes cannot be "
+            "matched to the query"
+        )
     qn = pd.Index([str(g) for g in query.var_names])
     rn = pd.Index([str(g) for g in reference.var_names])
     common = qn.intersection(rn, sort=False)
@@ -118,8 +143,10 @@ def shared_genes(query: ad.AnnData, reference: ad.AnnData) -> tuple[np.ndarray, 
             common_u = qu.intersection(ru, sort=False)
             if len(common_u):
                 return qu.get_indexer(common_u), ru.get_indexer(common_u), list(qn[qu.get_indexer(common_u)])
-        raise InputError(f"the reference shares no gene with the query ({len(qn)} query genes, e.g. "
-                         f"{', '.join(qn[:3])}; {len(rn)} reference genes, e.g. {', '.join(rn[:3])})")
+        raise InputError(
+            f"the reference shares no gene with the query ({len(qn)} query genes, e.g. "
+            f"{', '.join(qn[:3])}; {len(rn)} reference genes, e.g. {', '.join(rn[:3])})"
+        )
     return qn.get_indexer(common), rn.get_indexer(common), list(common)
 
 
@@ -132,8 +159,9 @@ def _labels(reference: ad.AnnData, key: str) -> np.ndarray:
         raise InputError(f"the reference column {key!r} has {int(y.isna().sum())} missing labels")
     y = y.astype(str).to_numpy()
     if len(np.unique(y)) < 2:
-        raise InputError(f"the reference column {key!r} holds a single cell type; "
-                         "a classifier needs at least 2")
+        raise InputError(
+            f"the reference column {key!r} holds a single cell type; a classifier needs at least 2"
+        )
     return y
 
 
@@ -202,8 +230,7 @@ def transfer_labels(
     rx = sp.csr_matrix(reference.X)[:, ri]
     r_counts = looks_like_counts(ad.AnnData(X=rx))
     q_counts = looks_like_counts(ad.AnnData(X=qx))
-    model = fit_classifier(rx, y, genes, r_counts, n_hvg=classifier.n_hvg, n_pcs=classifier.n_pcs,
-                           seed=seed)
+    model = fit_classifier(rx, y, genes, r_counts, n_hvg=classifier.n_hvg, n_pcs=classifier.n_pcs, seed=seed)
     proba = model.predict_proba(qx, q_counts)
     best = proba.argmax(axis=1)
     prob = proba[np.arange(len(best)), best]
@@ -215,12 +242,20 @@ def transfer_labels(
     query.obs[key_added] = pd.Categorical(labels, categories=cats)
     query.obs[f"{key_added}_prob"] = prob.astype(np.float32)
     query.obsm[f"{key_added}_proba"] = proba_df
-    return Transfer(labels=labels, probability=prob, proba=proba_df, genes=genes, n_hvg=len(model.hvg),
-                    model=model)
+    return Transfer(
+        labels=labels, probability=prob, proba=proba_df, genes=genes, n_hvg=len(model.hvg), model=model
+    )
 
 
-def cross_validate(reference: ad.AnnData, key: str = "cell_type", *, n_splits: int = 5, n_hvg: int = 2000,
-                   n_pcs: int = 50, seed: int = 0) -> dict:
+def cross_validate(
+    reference: ad.AnnData,
+    key: str = "cell_type",
+    *,
+    n_splits: int = 5,
+    n_hvg: int = 2000,
+    n_pcs: int = 50,
+    seed: int = 0,
+) -> dict:
     """Stratified ``n_splits``-fold cross-validated accuracy and macro-F1 of the classifier on ``reference``.
 
     The whole pipeline (normalisation target, HVGs, scaling, PCA, logistic regression) is refitted on the
@@ -257,10 +292,15 @@ def cross_validate(reference: ad.AnnData, key: str = "cell_type", *, n_splits: i
     return {
         "accuracy": float(accuracy_score(y, pred.astype(str))),
         "macro_f1": float(f1_score(y, pred.astype(str), average="macro", labels=types, zero_division=0)),
-        "fold_accuracy": fold_acc, "fold_macro_f1": fold_f1, "n_splits": k, "n_cells": len(y),
+        "fold_accuracy": fold_acc,
+        "fold_macro_f1": fold_f1,
+        "n_splits": k,
+        "n_cells": len(y),
         "n_types": len(types),
-        "per_type": {str(t): {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
-                     for t, a, b, c, d in zip(types, prec, rec, f1, sup, strict=True)},
+        "per_type": {
+            str(t): {"precision": float(a), "recall": float(b), "f1": float(c), "support": int(d)}
+            for t, a, b, c, d in zip(types, prec, rec, f1, sup, strict=True)
+        },
         "small_types": [str(t) for t, s in zip(types, sizes, strict=True) if s < k],
         "predictions": pred.astype(str),
     }

@@ -23,9 +23,16 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.enabled = enabled
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[now]}"), console=err_console,
-                                 disable=not enabled, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[now]}"),
+            console=err_console,
+            disable=not enabled,
+            transient=False,
+        )
         self.task: Any = None
         self.t0: dict[str, float] = {}
 
@@ -69,8 +76,10 @@ class _Progress:
             self._say(f"[green]✓[/] {label} [dim](same configuration as {escape(row['same_as'])})[/]")
             return
         scores = "  ".join(f"{k.upper()} {float(row[k]):.3f}" for k in ("acc", "nmi", "ari") if row.get(k))
-        self._say(f"[green]✓[/] {label}  {scores}  [dim]{float(row['time_s'] or 0):.1f} s, "
-                  f"{float(row['peak_mem_mb'] or 0):.0f} MiB[/]")
+        self._say(
+            f"[green]✓[/] {label}  {scores}  [dim]{float(row['time_s'] or 0):.1f} s, "
+            f"{float(row['peak_mem_mb'] or 0):.0f} MiB[/]"
+        )
 
 
 def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, label_key, transpose):
@@ -91,33 +100,63 @@ def _load(targets: list[Path], preset, seeds, sets, epochs, n_clusters, layer, l
         default_out = Path(f"{tomls[0].stem}_ablate")
     else:
         if preset is None:
-            raise ConfigError(f"{targets[0]}: not a study file (.toml); to ablate a data file directly name a "
-                              f"preset, e.g. --preset paper (presets: {', '.join(PRESETS)})")
+            raise ConfigError(
+                f"{targets[0]}: not a study file (.toml); to ablate a data file directly name a "
+                f"preset, e.g. --preset paper (presets: {', '.join(PRESETS)})"
+            )
         read = ReadOptions(layer=layer, label_key=label_key, transpose=transpose)
-        study = study_from_data(list(targets), preset=preset, seeds=seed_list, sets=sets, epochs=epochs,
-                                n_clusters=n_clusters, read=read)
+        study = study_from_data(
+            list(targets),
+            preset=preset,
+            seeds=seed_list,
+            sets=sets,
+            epochs=epochs,
+            n_clusters=n_clusters,
+            read=read,
+        )
         default_out = Path(f"{targets[0].name.split('.')[0]}_ablate")
     return study, default_out
 
 
 TARGETS = typer.Argument(
-    ..., help="A study file (.toml), or one or more data files together with --preset.", show_default=False)
+    ..., help="A study file (.toml), or one or more data files together with --preset.", show_default=False
+)
 PRESET = typer.Option(
-    None, "--preset", "-p", help="Built-in variant list: paper (every published ablation), losses, augment, "
-                                 "heads. With a study file, its variants are added after the preset's.")
-STUDY_OUT = typer.Option(None, "--out", "-o", help="Study folder (default: <name>_ablate). "
-                                                   "Re-running into the same folder resumes.")
+    None,
+    "--preset",
+    "-p",
+    help="Built-in variant list: paper (every published ablation), losses, augment, "
+    "heads. With a study file, its variants are added after the preset's.",
+)
+STUDY_OUT = typer.Option(
+    None,
+    "--out",
+    "-o",
+    help="Study folder (default: <name>_ablate). Re-running into the same folder resumes.",
+)
 SEEDS = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2 or 0-4 (overrides the study's).")
 EPOCHS = typer.Option(None, "--epochs", min=0, help="Clustering epochs of every variant (cluster.epochs).")
 SETS = typer.Option(
-    None, "--set", help="Override the base config: section.key=value (repeatable), e.g. --set "
-                        "pretrain.ae_epochs=50. A variant's own settings still win.")
+    None,
+    "--set",
+    help="Override the base config: section.key=value (repeatable), e.g. --set "
+    "pretrain.ae_epochs=50. A variant's own settings still win.",
+)
 N_CLUSTERS = typer.Option(
-    None, "--n-clusters", "-k", min=2,
+    None,
+    "--n-clusters",
+    "-k",
+    min=2,
     help="Number of clusters for every dataset (default: the config's, else estimated from the pretrained "
-         "embedding as in scsc cluster).")
-JOBS = typer.Option(1, "--jobs", "-j", min=0, help="Cells run in parallel worker processes "
-                    "(0: one after another in this process, for debugging).")
+    "embedding as in scsc cluster).",
+)
+JOBS = typer.Option(
+    1,
+    "--jobs",
+    "-j",
+    min=0,
+    help="Cells run in parallel worker processes (0: one after another in this process, for debugging).",
+)
 
 
 @app.command()
@@ -177,17 +216,22 @@ def _run(study: Study, runner: StudyRunner, out: Path, jobs: int, show: bool) ->
     atomic_write_text(out / "study.toml", study.to_toml())
     if show:
         n = len(plan(study))
-        err_console.print(f"[bold]scsc ablate[/] {escape(study.title)}: {len(study.variants)} variants × "
-                          f"{len(study.seeds)} seed(s) × {len(study.datasets)} dataset(s) = {n} cells → "
-                          f"{escape(str(out))}  (jobs {jobs})", highlight=False)
+        err_console.print(
+            f"[bold]scsc ablate[/] {escape(study.title)}: {len(study.variants)} variants × "
+            f"{len(study.seeds)} seed(s) × {len(study.datasets)} dataset(s) = {n} cells → "
+            f"{escape(str(out))}  (jobs {jobs})",
+            highlight=False,
+        )
     try:
         with _Progress(show) as events:
             runner.events = events
             return runner.run()
     except KeyboardInterrupt:
         done = sum(1 for c in runner.cells if runner.store.finished(c))
-        err_console.print(f"[yellow]interrupted[/]: {done} of {len(runner.cells)} cells are recorded in "
-                          f"{escape(str(out / 'results.csv'))}; run the same command again to resume")
+        err_console.print(
+            f"[yellow]interrupted[/]: {done} of {len(runner.cells)} cells are recorded in "
+            f"{escape(str(out / 'results.csv'))}; run the same command again to resume"
+        )
         raise typer.Exit(code=130) from None
 
 
@@ -197,22 +241,47 @@ def _report(study: Study, outcome: Outcome, out: Path, as_json: bool, quiet: boo
 
     summary = write_reports(study, outcome.rows, out)
     if as_json:
-        print_json({"out": str(out), "cells": len(outcome.cells), "computed": outcome.computed,
-                    "skipped": outcome.skipped, "copied": outcome.copied, "pretrained": outcome.pretrained,
-                    "errors": [{k: r[k] for k in ("dataset", "variant", "seed", "error")} for r in outcome.errors],
-                    "files": [str(out / f) for f in ("results.csv", "summary.md", "ablation.png")],
-                    "summary": {ds: [{"variant": s.variant, "n_ok": s.n_ok, "n_error": s.n_error,
-                                      "mean": s.mean, "std": s.std, "delta": s.delta} for s in items]
-                                for ds, items in summary.items()}})
+        print_json(
+            {
+                "out": str(out),
+                "cells": len(outcome.cells),
+                "computed": outcome.computed,
+                "skipped": outcome.skipped,
+                "copied": outcome.copied,
+                "pretrained": outcome.pretrained,
+                "errors": [
+                    {k: r[k] for k in ("dataset", "variant", "seed", "error")} for r in outcome.errors
+                ],
+                "files": [str(out / f) for f in ("results.csv", "summary.md", "ablation.png")],
+                "summary": {
+                    ds: [
+                        {
+                            "variant": s.variant,
+                            "n_ok": s.n_ok,
+                            "n_error": s.n_error,
+                            "mean": s.mean,
+                            "std": s.std,
+                            "delta": s.delta,
+                        }
+                        for s in items
+                    ]
+                    for ds, items in summary.items()
+                },
+            }
+        )
     elif not quiet:
         for table in rich_tables(study, summary):
             console.print(table)
-        console.print(f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'ablation.png'}  "
-                      f"({outcome.computed} computed, {outcome.skipped} resumed, {outcome.copied} shared)",
-                      highlight=False)
+        console.print(
+            f"wrote {out / 'results.csv'}, {out / 'summary.md'}, {out / 'ablation.png'}  "
+            f"({outcome.computed} computed, {outcome.skipped} resumed, {outcome.copied} shared)",
+            highlight=False,
+        )
     if outcome.errors:
-        err_console.print(f"[bold red]{len(outcome.errors)} cell(s) failed[/] (status=error in results.csv, "
-                          f"tracebacks in {escape(str(out / 'errors'))}); re-run to retry them")
+        err_console.print(
+            f"[bold red]{len(outcome.errors)} cell(s) failed[/] (status=error in results.csv, "
+            f"tracebacks in {escape(str(out / 'errors'))}); re-run to retry them"
+        )
         raise typer.Exit(code=1)
 
 
@@ -223,10 +292,17 @@ def _show_plan(study, runner, out: Path, as_json: bool) -> None:
 
     rows = []
     for c in runner.cells:
-        rows.append({"dataset": c.dataset.name, "variant": c.variant.name, "seed": c.seed,
-                     "done": runner.store.finished(c) is not None, "config_hash": c.chash,
-                     "pretrain": checkpoint_path(out, c).name,
-                     "pretrained": checkpoint_path(out, c).is_file()})
+        rows.append(
+            {
+                "dataset": c.dataset.name,
+                "variant": c.variant.name,
+                "seed": c.seed,
+                "done": runner.store.finished(c) is not None,
+                "config_hash": c.chash,
+                "pretrain": checkpoint_path(out, c).name,
+                "pretrained": checkpoint_path(out, c).is_file(),
+            }
+        )
     if as_json:
         print_json({"out": str(out), "baseline": study.baseline, "cells": rows})
         return
@@ -239,5 +315,8 @@ def _show_plan(study, runner, out: Path, as_json: bool) -> None:
         table.add_row(escape(r["dataset"]), escape(r["variant"]), str(r["seed"]), state, ckpt)
     console.print(table)
     n_ckpt = len({r["pretrain"] for r in rows})
-    console.print(f"{len(rows)} cells, {sum(not r['done'] for r in rows)} to run, {n_ckpt} pretraining "
-                  f"checkpoint(s); reference variant: {escape(study.baseline)}", highlight=False)
+    console.print(
+        f"{len(rows)} cells, {sum(not r['done'] for r in rows)} to run, {n_ckpt} pretraining "
+        f"checkpoint(s); reference variant: {escape(study.baseline)}",
+        highlight=False,
+    )

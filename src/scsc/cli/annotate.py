@@ -21,32 +21,60 @@ if TYPE_CHECKING:  # the CLI imports the science stack lazily, only when a comma
 
 #: Every file ``scsc annotate`` may write; an earlier run's files are only replaced with --overwrite.
 OUTPUT_FILES = (
-    "annotated.h5ad", "markers.csv", "markers_dotplot.png", "markers_dotplot.svg", "markers_heatmap.png",
-    "markers_heatmap.svg", "annotation.csv", "annotation_scores.csv", "marker_genes.csv", "transfer.csv",
-    "transfer_clusters.csv", "cv.json", "cv_predictions.csv", "summary.json",
+    "annotated.h5ad",
+    "markers.csv",
+    "markers_dotplot.png",
+    "markers_dotplot.svg",
+    "markers_heatmap.png",
+    "markers_heatmap.svg",
+    "annotation.csv",
+    "annotation_scores.csv",
+    "marker_genes.csv",
+    "transfer.csv",
+    "transfer_clusters.csv",
+    "cv.json",
+    "cv_predictions.csv",
+    "summary.json",
 )
 
 
 RESULT = typer.Argument(
-    None, show_default=False, metavar="RESULT.h5ad",
-    help="Clustered .h5ad: result.h5ad of scsc cluster, or any scanpy AnnData (see --cluster-key).")
+    None,
+    show_default=False,
+    metavar="RESULT.h5ad",
+    help="Clustered .h5ad: result.h5ad of scsc cluster, or any scanpy AnnData (see --cluster-key).",
+)
 ANNOTATE_OUT = typer.Option(None, "--out", "-o", help="Output folder (default: <RESULT folder>/annotate).")
 N_GENES = typer.Option(100, "--n-genes", min=0, help="Rows per cluster in markers.csv (0: all genes).")
 MARKERS = typer.Option(
-    None, "--markers", help="Marker sets, cell type → genes (.toml, .json, .csv/.tsv, .gmt).")
+    None, "--markers", help="Marker sets, cell type → genes (.toml, .json, .csv/.tsv, .gmt)."
+)
 MIN_CONFIDENCE = typer.Option(
-    0.5, "--min-confidence", min=0.0, max=1.0,
-    help="Clusters whose confidence (share of cells voting for the best type) is lower are "
-         "'unassigned'.")
+    0.5,
+    "--min-confidence",
+    min=0.0,
+    max=1.0,
+    help="Clusters whose confidence (share of cells voting for the best type) is lower are 'unassigned'.",
+)
 REFERENCE = typer.Option(
-    None, "--reference", help="Labelled reference (.h5ad, or .h5 with Y) to transfer cell types from.")
-REFERENCE_KEY = typer.Option("cell_type", "--reference-key",
-                             help=".h5ad reference: obs column with the cell types.")
-CV = typer.Option(False, "--cv", help="Report stratified 5-fold cross-validated accuracy and "
-                  "macro-F1 of the classifier on the reference (RESULT may then be omitted).")
+    None, "--reference", help="Labelled reference (.h5ad, or .h5 with Y) to transfer cell types from."
+)
+REFERENCE_KEY = typer.Option(
+    "cell_type", "--reference-key", help=".h5ad reference: obs column with the cell types."
+)
+CV = typer.Option(
+    False,
+    "--cv",
+    help="Report stratified 5-fold cross-validated accuracy and "
+    "macro-F1 of the classifier on the reference (RESULT may then be omitted).",
+)
 MIN_PROBABILITY = typer.Option(
-    0.0, "--min-probability", min=0.0, max=1.0,
-    help="Transferred labels below this probability become 'unassigned'.")
+    0.0,
+    "--min-probability",
+    min=0.0,
+    max=1.0,
+    help="Transferred labels below this probability become 'unassigned'.",
+)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the files of an earlier annotate run.")
 
 
@@ -83,9 +111,21 @@ def annotate(
     [bold]scsc annotate --reference REF.h5ad --reference-key cell_type --cv --out DIR[/]
     """
     out = _check_args(result, out, method, markers, reference, cv, overwrite)
-    req = _Request(result=result, cluster_key=cluster_key, layer=layer, method=method, top=top,
-                   n_genes=n_genes, markers=markers, min_confidence=min_confidence, reference=reference,
-                   reference_key=reference_key, cv=cv, min_probability=min_probability, seed=seed)
+    req = _Request(
+        result=result,
+        cluster_key=cluster_key,
+        layer=layer,
+        method=method,
+        top=top,
+        n_genes=n_genes,
+        markers=markers,
+        min_confidence=min_confidence,
+        reference=reference,
+        reference_key=reference_key,
+        cv=cv,
+        min_probability=min_probability,
+        seed=seed,
+    )
     notes: list[str] = []
     summary: dict[str, Any] = {"out": str(out)}
     work = _compute(req, notes, summary)
@@ -114,8 +154,15 @@ class _Request:
     seed: int
 
 
-def _check_args(result: Path | None, out: Path | None, method: str, markers: Path | None,
-                reference: Path | None, cv: bool, overwrite: bool) -> Path:
+def _check_args(
+    result: Path | None,
+    out: Path | None,
+    method: str,
+    markers: Path | None,
+    reference: Path | None,
+    cv: bool,
+    overwrite: bool,
+) -> Path:
     """The output folder (default: next to RESULT, or named after the reference), once the options agree."""
     from ..annotate import METHODS
 
@@ -125,8 +172,9 @@ def _check_args(result: Path | None, out: Path | None, method: str, markers: Pat
         raise ScscError("--cv needs --reference (the labelled data set to cross-validate on)")
     if result is None:
         if not (reference is not None and cv):
-            raise ScscError("give a clustered RESULT.h5ad (or --reference REF --cv for cross-validation "
-                            "alone)")
+            raise ScscError(
+                "give a clustered RESULT.h5ad (or --reference REF --cv for cross-validation alone)"
+            )
         if markers is not None:
             raise ScscError("--markers needs a clustered RESULT.h5ad to annotate")
     if out is None:
@@ -139,12 +187,15 @@ def _check_out(out: Path, overwrite: bool, result: Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise ScscError(f"{out}: exists and is not a folder")
     if result is not None and (out / "annotated.h5ad").resolve() == result.resolve():
-        raise ScscError(f"{result}: the input would be replaced by {out / 'annotated.h5ad'}; "
-                        "choose another --out")
+        raise ScscError(
+            f"{result}: the input would be replaced by {out / 'annotated.h5ad'}; choose another --out"
+        )
     clash = [f for f in OUTPUT_FILES if (out / f).exists()]
     if clash and not overwrite:
-        raise ScscError(f"{out}: already holds {', '.join(clash[:4])}{', …' if len(clash) > 4 else ''} "
-                        "from an earlier annotate run; choose another --out or pass --overwrite")
+        raise ScscError(
+            f"{out}: already holds {', '.join(clash[:4])}{', …' if len(clash) > 4 else ''} "
+            "from an earlier annotate run; choose another --out or pass --overwrite"
+        )
 
 
 def _read_reference(path: Path, key: str, notes: list[str]):
@@ -155,10 +206,13 @@ def _read_reference(path: Path, key: str, notes: list[str]):
     ref = read(path, label_key=key if is_h5ad else None)
     if not is_h5ad:
         if LABEL_KEY not in ref.obs:
-            raise InputError(f"{path}: the reference has no cell-type labels (an .h5 needs a Y dataset; an "
-                             ".h5ad a column named by --reference-key)")
-        notes.append(f"{path.name}: cell types read from its labels (Y); --reference-key applies to "
-                     ".h5ad only")
+            raise InputError(
+                f"{path}: the reference has no cell-type labels (an .h5 needs a Y dataset; an "
+                ".h5ad a column named by --reference-key)"
+            )
+        notes.append(
+            f"{path.name}: cell types read from its labels (Y); --reference-key applies to .h5ad only"
+        )
     return ref, LABEL_KEY
 
 
@@ -188,9 +242,13 @@ def _compute(req: _Request, notes: list[str], summary: dict[str, Any]) -> dict:
             work["annotation"] = _annotation(req, adata, lognorm, table, marker_sets, notes, summary)
         if ref is not None:
             work["transfer"] = _transfer(req, adata, ref, ref_key, notes, summary)
-        adata.uns["scsc_annotate"] = {"cluster_key": req.cluster_key, "method": req.method,
-                                      "top": int(req.top), "log_normalized_input": not was_counts,
-                                      "seed": int(req.seed)}
+        adata.uns["scsc_annotate"] = {
+            "cluster_key": req.cluster_key,
+            "method": req.method,
+            "top": int(req.top),
+            "log_normalized_input": not was_counts,
+            "seed": int(req.seed),
+        }
     if req.cv:
         work["cv"] = _cross_validation(req, ref, ref_key, notes, summary)
     return work
@@ -203,15 +261,25 @@ def _read_query(req: _Request, with_markers: bool, notes: list[str], summary: di
 
     adata = sa.read_result(req.result, req.cluster_key, req.layer)
     named = sa.has_gene_names(adata)
-    summary.update(input=str(req.result), cells=int(adata.n_obs), genes=int(adata.n_vars),
-                   cluster_key=req.cluster_key, method=req.method, gene_names=named)
+    summary.update(
+        input=str(req.result),
+        cells=int(adata.n_obs),
+        genes=int(adata.n_vars),
+        cluster_key=req.cluster_key,
+        method=req.method,
+        gene_names=named,
+    )
     if not named:
         if with_markers:
-            raise InputError(f"{req.result}: the data have no gene names (genes are indices only, as in the "
-                             "shared .h5 files), so --markers cannot be matched to genes; markers alone "
-                             "work without --markers (they are reported as gene indices)")
-        notes.append("the input has no gene names: markers are reported as gene indices (geneJ = column "
-                     "J of the original file)")
+            raise InputError(
+                f"{req.result}: the data have no gene names (genes are indices only, as in the "
+                "shared .h5 files), so --markers cannot be matched to genes; markers alone "
+                "work without --markers (they are reported as gene indices)"
+            )
+        notes.append(
+            "the input has no gene names: markers are reported as gene indices (geneJ = column "
+            "J of the original file)"
+        )
     return adata
 
 
@@ -226,13 +294,15 @@ def _check_shared_genes(adata: ad.AnnData, ref: ad.AnnData, reference: Path) -> 
         raise InputError(f"{reference}: {exc}") from None
 
 
-def _markers(req: _Request, adata: ad.AnnData, lognorm: ad.AnnData, notes: list[str], summary: dict[str, Any]
-             ) -> pd.DataFrame:
+def _markers(
+    req: _Request, adata: ad.AnnData, lognorm: ad.AnnData, notes: list[str], summary: dict[str, Any]
+) -> pd.DataFrame:
     """The ``markers.csv`` table (:func:`scsc.annotate.find_markers`, ``--n-genes`` rows per cluster)."""
     from .. import annotate as sa
 
-    table = sa.find_markers(adata, req.cluster_key, method=req.method, n_genes=req.n_genes or None,
-                            lognorm=lognorm, seed=req.seed)
+    table = sa.find_markers(
+        adata, req.cluster_key, method=req.method, n_genes=req.n_genes or None, lognorm=lognorm, seed=req.seed
+    )
     single = table.attrs.get("single_cell_clusters", [])
     if single:
         notes.append(f"clusters with a single cell have no markers: {', '.join(single)}")
@@ -242,55 +312,92 @@ def _markers(req: _Request, adata: ad.AnnData, lognorm: ad.AnnData, notes: list[
     return table
 
 
-def _annotation(req: _Request, adata: ad.AnnData, lognorm: ad.AnnData, table: pd.DataFrame,
-                marker_sets: dict[str, list[str]], notes: list[str], summary: dict[str, Any]) -> Annotation:
+def _annotation(
+    req: _Request,
+    adata: ad.AnnData,
+    lognorm: ad.AnnData,
+    table: pd.DataFrame,
+    marker_sets: dict[str, list[str]],
+    notes: list[str],
+    summary: dict[str, Any],
+) -> Annotation:
     """The :class:`scsc.annotate.Annotation` of the clusters from the ``--markers`` sets."""
     from .. import annotate as sa
 
     # the enrichment test reads the top 100 markers, more than a short markers.csv keeps
     if req.n_genes and req.n_genes < 100:
-        enrich = sa.find_markers(adata, req.cluster_key, method=req.method, n_genes=100, lognorm=lognorm,
-                                 key_added=None, seed=req.seed)
+        enrich = sa.find_markers(
+            adata,
+            req.cluster_key,
+            method=req.method,
+            n_genes=100,
+            lognorm=lognorm,
+            key_added=None,
+            seed=req.seed,
+        )
     else:
         enrich = table
-    ann = sa.annotate_clusters(adata, marker_sets, req.cluster_key, markers=enrich,
-                               min_confidence=req.min_confidence, lognorm=lognorm,
-                               options=sa.AnnotationOptions(seed=req.seed))
+    ann = sa.annotate_clusters(
+        adata,
+        marker_sets,
+        req.cluster_key,
+        markers=enrich,
+        min_confidence=req.min_confidence,
+        lognorm=lognorm,
+        options=sa.AnnotationOptions(seed=req.seed),
+    )
     if ann.missing:
         total = int(ann.genes.shape[0])
-        shown = "; ".join(f"{t}: {', '.join(g[:8])}{', …' if len(g) > 8 else ''}"
-                          for t, g in ann.missing.items())
+        shown = "; ".join(
+            f"{t}: {', '.join(g[:8])}{', …' if len(g) > 8 else ''}" for t, g in ann.missing.items()
+        )
         notes.append(f"{ann.n_missing} of {total} marker genes are not in the data ({shown})")
     empty = adata.uns["scsc_annotation"]["sets_without_genes"]
     if empty:
         notes.append(f"marker sets with no gene in the data (not scored): {', '.join(empty)}")
     summary["annotation"] = {
-        r.cluster: {"cell_type": r.cell_type, "best_match": r.best_match, "confidence": r.confidence,
-                    "enrichment_padj": r.enrichment_padj}
-        for r in ann.clusters.itertuples()}
+        r.cluster: {
+            "cell_type": r.cell_type,
+            "best_match": r.best_match,
+            "confidence": r.confidence,
+            "enrichment_padj": r.enrichment_padj,
+        }
+        for r in ann.clusters.itertuples()
+    }
     summary["min_confidence"] = req.min_confidence
     summary["missing_marker_genes"] = ann.missing
     return ann
 
 
-def _transfer(req: _Request, adata: ad.AnnData, ref: ad.AnnData, ref_key: str, notes: list[str],
-              summary: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _transfer(
+    req: _Request, adata: ad.AnnData, ref: ad.AnnData, ref_key: str, notes: list[str], summary: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Labels transferred from the reference: per cell (``transfer.csv``) and per cluster (majority)."""
     import numpy as np
     import pandas as pd
 
     from .. import annotate as sa
 
-    tr = sa.transfer_labels(adata, ref, ref_key, layer=req.layer, min_probability=req.min_probability,
-                            seed=req.seed)
+    tr = sa.transfer_labels(
+        adata, ref, ref_key, layer=req.layer, min_probability=req.min_probability, seed=req.seed
+    )
     groups = sa._common.cluster_labels(adata, req.cluster_key)
-    cells = pd.DataFrame({"cell": adata.obs_names, "cluster": np.asarray(groups, dtype=object),
-                          "predicted": tr.labels, "probability": tr.probability})
+    cells = pd.DataFrame(
+        {
+            "cell": adata.obs_names,
+            "cluster": np.asarray(groups, dtype=object),
+            "predicted": tr.labels,
+            "probability": tr.probability,
+        }
+    )
     rows = [_transfer_row(c, cells[cells["cluster"] == c]) for c in groups.categories]
     summary["transfer"] = {
-        "reference": str(req.reference), "shared_genes": len(tr.genes), "classifier_genes": tr.n_hvg,
+        "reference": str(req.reference),
+        "shared_genes": len(tr.genes),
+        "classifier_genes": tr.n_hvg,
         "mean_probability": float(tr.probability.mean()),
-        "clusters": {r["cluster"]: {"majority": r["majority"], "fraction": r["fraction"]} for r in rows}}
+        "clusters": {r["cluster"]: {"majority": r["majority"], "fraction": r["fraction"]} for r in rows},
+    }
     if len(tr.genes) < 0.5 * ref.n_vars:
         notes.append(f"only {len(tr.genes)} of the reference's {ref.n_vars} genes are in the query")
     return cells, pd.DataFrame(rows)
@@ -301,27 +408,38 @@ def _transfer_row(cluster: str, part: pd.DataFrame) -> dict[str, Any]:
     import numpy as np
 
     vc = part["predicted"].value_counts()
-    return {"cluster": cluster, "n_cells": len(part), "majority": vc.index[0] if len(vc) else "",
-            "fraction": float(vc.iloc[0] / len(part)) if len(vc) else np.nan,
-            "mean_probability": float(part["probability"].mean()),
-            "second": vc.index[1] if len(vc) > 1 else "",
-            "second_fraction": float(vc.iloc[1] / len(part)) if len(vc) > 1 else 0.0}
+    return {
+        "cluster": cluster,
+        "n_cells": len(part),
+        "majority": vc.index[0] if len(vc) else "",
+        "fraction": float(vc.iloc[0] / len(part)) if len(vc) else np.nan,
+        "mean_probability": float(part["probability"].mean()),
+        "second": vc.index[1] if len(vc) > 1 else "",
+        "second_fraction": float(vc.iloc[1] / len(part)) if len(vc) > 1 else 0.0,
+    }
 
 
-def _cross_validation(req: _Request, ref: ad.AnnData, ref_key: str, notes: list[str], summary: dict[str, Any]
-                      ) -> tuple[dict[str, Any], pd.DataFrame]:
+def _cross_validation(
+    req: _Request, ref: ad.AnnData, ref_key: str, notes: list[str], summary: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Cross-validated scores of the classifier on the reference (``cv.json``) and its predictions."""
     import pandas as pd
 
     from .. import annotate as sa
 
     res = sa.cross_validate(ref, ref_key, seed=req.seed)
-    preds = pd.DataFrame({"cell": ref.obs_names, "true": ref.obs[ref_key].astype(str).to_numpy(),
-                          "predicted": res.pop("predictions")})
+    preds = pd.DataFrame(
+        {
+            "cell": ref.obs_names,
+            "true": ref.obs[ref_key].astype(str).to_numpy(),
+            "predicted": res.pop("predictions"),
+        }
+    )
     summary["cv"] = {"reference": str(req.reference), **res}
     if res["small_types"]:
-        notes.append(f"cell types with fewer cells than folds ({res['n_splits']}): "
-                     f"{', '.join(res['small_types'])}")
+        notes.append(
+            f"cell types with fewer cells than folds ({res['n_splits']}): {', '.join(res['small_types'])}"
+        )
     return res, preds
 
 
@@ -392,8 +510,9 @@ def _print(summary: dict, work: dict, top: int) -> None:
     if "markers" in work:
         ann = work.get("annotation")
         tr = work.get("transfer")
-        table = Table(title=f"scsc annotate → {escape(summary['out'])}  "
-                            f"(top {top} markers, {summary['method']})")
+        table = Table(
+            title=f"scsc annotate → {escape(summary['out'])}  (top {top} markers, {summary['method']})"
+        )
         table.add_column("cluster", style="bold")
         table.add_column("cells", justify="right")
         if ann is not None:
@@ -408,8 +527,15 @@ def _print(summary: dict, work: dict, top: int) -> None:
             row = [escape(cluster), f"{summary['clusters'].get(cluster, 0):,}"]
             if ann is not None:
                 r = by_cluster.get(cluster)
-                kind = "" if r is None else (f"[dim]{escape(r.cell_type)}[/]" if r.cell_type == "unassigned"
-                                             else escape(r.cell_type))
+                kind = (
+                    ""
+                    if r is None
+                    else (
+                        f"[dim]{escape(r.cell_type)}[/]"
+                        if r.cell_type == "unassigned"
+                        else escape(r.cell_type)
+                    )
+                )
                 row += [kind, "" if r is None else f"{r.confidence:.2f}"]
             if tr is not None:
                 r = by_transfer.get(cluster)
@@ -419,8 +545,11 @@ def _print(summary: dict, work: dict, top: int) -> None:
         console.print(table)
     if "cv" in work:
         res, _ = work["cv"]
-        console.print(f"cross-validated ({res['n_splits']}-fold, stratified) on "
-                      f"{escape(summary['cv']['reference'])}: accuracy [bold]{res['accuracy']:.3f}[/], "
-                      f"macro-F1 [bold]{res['macro_f1']:.3f}[/] "
-                      f"({res['n_cells']:,} cells, {res['n_types']} types)", highlight=False)
+        console.print(
+            f"cross-validated ({res['n_splits']}-fold, stratified) on "
+            f"{escape(summary['cv']['reference'])}: accuracy [bold]{res['accuracy']:.3f}[/], "
+            f"macro-F1 [bold]{res['macro_f1']:.3f}[/] "
+            f"({res['n_cells']:,} cells, {res['n_types']} types)",
+            highlight=False,
+        )
     console.print(f"wrote {len(summary['files'])} files to {escape(summary['out'])}", highlight=False)

@@ -11,8 +11,9 @@ from rich.table import Table
 from ..errors import InputError, ScscError
 from .app import app, console, err_console, print_json, user_errors
 
-FILE = typer.Argument(..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx folder, .csv/.tsv(.gz).",
-                      show_default=False)
+FILE = typer.Argument(
+    ..., help="Input: .h5 (X[, Y]), .h5ad, 10x .h5, 10x mtx folder, .csv/.tsv(.gz).", show_default=False
+)
 LAYER = typer.Option(None, "--layer", help=".h5ad only: read counts from this layer instead of X.")
 LABEL_KEY = typer.Option(None, "--label-key", help=".h5ad only: obs column with true labels (scoring only).")
 TRANSPOSE = typer.Option(False, "--transpose", help="Tables only: the file is genes × cells.")
@@ -78,12 +79,15 @@ def info(
         facts["warning"] = f"scsc cluster would refuse it: {exc}"
     if facts["duplicate_gene_names"]:
         facts.setdefault("notes", []).append(
-            f"{facts['duplicate_gene_names']} duplicate gene names (made unique with -1, -2, … suffixes)")
+            f"{facts['duplicate_gene_names']} duplicate gene names (made unique with -1, -2, … suffixes)"
+        )
     if as_json:
         print_json({"path": str(path), **facts})
         return
     if "warning" in facts:
-        err_console.print(f"[bold yellow]warning:[/] {escape(facts['warning'])}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(facts['warning'])}", highlight=False, soft_wrap=True
+        )
     console.print(_facts_table(path, facts))
 
 
@@ -97,35 +101,52 @@ def _facts_table(path: Path, facts: dict) -> Table:
     table.add_row("value range", f"{facts['min_value']:g} – {facts['max_value']:g}")
     table.add_row("median counts per cell", f"{facts['median_counts_per_cell']:g}")
     table.add_row("cells with no counts", str(facts["empty_cells"]))
-    table.add_row("raw integer counts", "yes" if facts["raw_counts"] else
-                  "[yellow]no[/] (normalised? use --log-normalized)")
-    table.add_row("gene names", ("yes" if facts["gene_names"] else "no (indices only)")
-                  + (f" ({facts['duplicate_gene_names']} repeated, made unique)" if facts["duplicate_gene_names"]
-                     else ""))
+    table.add_row(
+        "raw integer counts",
+        "yes" if facts["raw_counts"] else "[yellow]no[/] (normalised? use --log-normalized)",
+    )
+    table.add_row(
+        "gene names",
+        ("yes" if facts["gene_names"] else "no (indices only)")
+        + (
+            f" ({facts['duplicate_gene_names']} repeated, made unique)"
+            if facts["duplicate_gene_names"]
+            else ""
+        ),
+    )
     if "labels" in facts:
         sizes = facts["labels"]["sizes"]
         shown = ", ".join(f"{k}: {v}" for k, v in list(sizes.items())[:12])
-        table.add_row("labels", f"{facts['labels']['n_types']} types ({shown}{', …' if len(sizes) > 12 else ''})")
+        table.add_row(
+            "labels", f"{facts['labels']['n_types']} types ({shown}{', …' if len(sizes) > 12 else ''})"
+        )
     else:
         table.add_row("labels", "none")
-    table.add_row("ready for scsc cluster", "yes" if facts["clusterable"] else "[yellow]no[/] (see the warning)")
+    table.add_row(
+        "ready for scsc cluster", "yes" if facts["clusterable"] else "[yellow]no[/] (see the warning)"
+    )
     return table
 
 
 @app.command()
 @user_errors
 def simulate(
-    out: Path = typer.Argument(..., help="Output file: .h5ad (sparse X; best for many cells) or .h5 (dense X, "
-                               "Y, gene_names).", show_default=False),
+    out: Path = typer.Argument(
+        ...,
+        help="Output file: .h5ad (sparse X; best for many cells) or .h5 (dense X, Y, gene_names).",
+        show_default=False,
+    ),
     cells: int = typer.Option(2000, "--cells", min=2, help="Number of cells."),
     types: int = typer.Option(6, "--types", min=1, help="Number of cell types."),
     genes: int = typer.Option(2000, "--genes", min=10, help="Number of genes."),
     markers: int = typer.Option(25, "--markers", min=1, help="Planted marker genes per type."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    depth: float = typer.Option(1.0, "--depth", help="Library-size scale: 1 gives ~70% zeros, 0.1 ~94% "
-                                "(like 10x data)."),
-    markers_out: Path = typer.Option(None, "--markers-out",
-                                     help="Also write the planted markers (TOML: type = [genes])."),
+    depth: float = typer.Option(
+        1.0, "--depth", help="Library-size scale: 1 gives ~70% zeros, 0.1 ~94% (like 10x data)."
+    ),
+    markers_out: Path = typer.Option(
+        None, "--markers-out", help="Also write the planted markers (TOML: type = [genes])."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
     """Simulate negative-binomial counts with known cell types (demo data, tests)."""
@@ -152,4 +173,6 @@ def simulate(
     if markers_out is not None:
         atomic_write_text(markers_out, tomli_w.dumps(planted))
     if not quiet:
-        console.print(f"wrote {out}: {cells:,} cells × {genes:,} genes, {types} cell types, {zeros:.0%} zeros")
+        console.print(
+            f"wrote {out}: {cells:,} cells × {genes:,} genes, {types} cell types, {zeros:.0%} zeros"
+        )

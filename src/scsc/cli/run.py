@@ -15,48 +15,74 @@ from .data import FILE, LABEL_KEY, LAYER, TRANSPOSE, require_input
 from .progress import RichReporter
 
 CONFIG = typer.Option(None, "--config", "-c", help="Run configuration (TOML); options below override it.")
-SET = typer.Option(None, "--set", help="Override any config value: section.key=value (repeatable), "
-                   "e.g. --set loss.zinb=0 --set graph.k=15.")
-SEED = typer.Option(None, "--seed", help="Random seed (default 0). Same seed, machine and thread count → same "
-                    "labels, also while other processes share the cores.")
+SET = typer.Option(
+    None,
+    "--set",
+    help="Override any config value: section.key=value (repeatable), "
+    "e.g. --set loss.zinb=0 --set graph.k=15.",
+)
+SEED = typer.Option(
+    None,
+    "--seed",
+    help="Random seed (default 0). Same seed, machine and thread count → same "
+    "labels, also while other processes share the cores.",
+)
 DEVICE = typer.Option(None, "--device", help="cpu or cuda (default cpu).")
 LOGNORM = typer.Option(False, "--log-normalized", help="Input is log-normalised, not counts (disables ZINB).")
 BATCH_KEY = typer.Option(
-    None, "--batch-key",
+    None,
+    "--batch-key",
     help="obs column naming each cell's batch (run, donor, chemistry; a .h5 file's 'batch' dataset is read as "
-         "obs column 'batch'): HVGs are chosen within batches and the PCA input is corrected by Harmony. Use it "
-         "when batches differ by more than the cell types you look for (docs/method.md, \"Batches\").")
+    "obs column 'batch'): HVGs are chosen within batches and the PCA input is corrected by Harmony. Use it "
+    'when batches differ by more than the cell types you look for (docs/method.md, "Batches").',
+)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars or tables.")
-BATCH = typer.Option(None, "--batch-size", min=0,
-                     help="Cells per training batch; 0 trains on all cells at once. Default: all cells up to "
-                          "20,000, batches of 8,192 above (minibatch.* in the config). Below 2,048 cells per batch, "
-                          "results vary more between seeds.")
+BATCH = typer.Option(
+    None,
+    "--batch-size",
+    min=0,
+    help="Cells per training batch; 0 trains on all cells at once. Default: all cells up to "
+    "20,000, batches of 8,192 above (minibatch.* in the config). Below 2,048 cells per batch, "
+    "results vary more between seeds.",
+)
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace the results of an earlier run in --out.")
 CHECKPOINT_EVERY = typer.Option(
-    10, "--checkpoint-every", min=0,
-    help="Save the training state to --out/checkpoint.pt every this many epochs of each stage (0: never).")
-RESUME = typer.Option(False, "--resume", help="Continue the interrupted run in --out from its checkpoint.pt (same "
-                                              "data and options).")
+    10,
+    "--checkpoint-every",
+    min=0,
+    help="Save the training state to --out/checkpoint.pt every this many epochs of each stage (0: never).",
+)
+RESUME = typer.Option(
+    False,
+    "--resume",
+    help="Continue the interrupted run in --out from its checkpoint.pt (same data and options).",
+)
 DISTRIBUTED = typer.Option(
-    False, "--distributed",
+    False,
+    "--distributed",
     help="Data-parallel training when launched by torchrun (torchrun --nproc-per-node N -m scsc COMMAND … "
-         "--distributed): each process trains on its own minibatches (chosen for you unless --batch-size), "
-         "DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes the results. "
-         "See docs/distributed.md.")
+    "--distributed): each process trains on its own minibatches (chosen for you unless --batch-size), "
+    "DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes the results. "
+    "See docs/distributed.md.",
+)
 
 
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default: <data stem>_scsc).")
 N_CLUSTERS = typer.Option(
-    "auto", "--n-clusters", "-k",
+    "auto",
+    "--n-clusters",
+    "-k",
     help="Number of clusters: auto (estimated from the pretrained embedding: Leiden communities merged until "
-         "every pair is separated in the cell graph; the choice, runner-ups and score are printed and "
-         "plotted in k_selection.png), a number (8), or several from one pretraining: a list (6,8,10) or "
-         "a range (5:15) → obs scsc_cluster_k6, …; scsc_cluster holds the one the estimate prefers.")
+    "every pair is separated in the cell graph; the choice, runner-ups and score are printed and "
+    "plotted in k_selection.png), a number (8), or several from one pretraining: a list (6,8,10) or "
+    "a range (5:15) → obs scsc_cluster_k6, …; scsc_cluster holds the one the estimate prefers.",
+)
 PRETRAINED = typer.Option(None, "--pretrained", help="pretrain.pt from scsc pretrain (skips pretraining).")
 
 
-def build_config(config: Path | None, sets: list[str] | None, n_clusters: str | None = None,
-                 **options) -> RunConfig:
+def build_config(
+    config: Path | None, sets: list[str] | None, n_clusters: str | None = None, **options
+) -> RunConfig:
     """Config file, then ``--set`` overrides, then explicit options (those not None), then ``--n-clusters``
     (when given). Every check that needs no plugin runs before the registry loads them."""
     from ..config import check_device
@@ -97,8 +123,9 @@ def holds_out_lock(func):
     return wrapper
 
 
-def start_checkpoint(out: Path, cfg: RunConfig, resume: bool, overwrite: bool,
-                     results: tuple[str, ...] | None = None) -> Path:
+def start_checkpoint(
+    out: Path, cfg: RunConfig, resume: bool, overwrite: bool, results: tuple[str, ...] | None = None
+) -> Path:
     """The run checkpoint's path in ``out``; refuses, before any data are read, a resume without a matching
     checkpoint and a fresh start over earlier results or over an interrupted run's checkpoint."""
     from .. import checkpoint as ckpt
@@ -114,8 +141,10 @@ def start_checkpoint(out: Path, cfg: RunConfig, resume: bool, overwrite: bool,
     else:
         check_out_dir(out, overwrite, results)
     if ck_path.exists() and not overwrite:
-        raise ScscError(f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
-                        "it or --overwrite to start again")
+        raise ScscError(
+            f"{out}: holds {ckpt.FILE_NAME} of an interrupted run; pass --resume to continue "
+            "it or --overwrite to start again"
+        )
     return ck_path
 
 
@@ -158,7 +187,9 @@ def _rank_input(ctx, adata, path: Path, layer, label_key, transpose) -> tuple[An
     ctx.raise_if_any(error)
     readers = {"whole_input": lambda: _read(path, layer, label_key, transpose)}
     if reads_rows(path):
-        readers["input_rows"] = lambda lo, hi: _read(path, layer, label_key, transpose, shard=lambda n: (lo, hi))
+        readers["input_rows"] = lambda lo, hi: _read(
+            path, layer, label_key, transpose, shard=lambda n: (lo, hi)
+        )
     return mine, readers
 
 
@@ -193,8 +224,12 @@ def pretrain(
     """
     require_input(data)
     out = out or default_out(data)
-    options = {"components.encoder": encoder, "preprocess.log_normalized": log_normalized,
-               "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size}
+    options = {
+        "components.encoder": encoder,
+        "preprocess.log_normalized": log_normalized,
+        "preprocess.batch_key": batch_key,
+        "minibatch.batch_size": batch_size,
+    }
     cfg = build_config(config, sets, seed=seed, device=device, **options)
     from ..api import pretrain as run_pretrain  # torch and the model: after the cheap checks of the input
     from ..checkpoint import save_checkpoint
@@ -263,9 +298,16 @@ def cluster(
     """
     require_input(data)
     out = out or default_out(data)
-    options = {"components.augment": augment, "components.encoder": encoder, "components.fusion": fusion,
-               "components.cluster": head, "cluster.epochs": epochs, "preprocess.log_normalized": log_normalized,
-               "preprocess.batch_key": batch_key, "minibatch.batch_size": batch_size}
+    options = {
+        "components.augment": augment,
+        "components.encoder": encoder,
+        "components.fusion": fusion,
+        "components.cluster": head,
+        "cluster.epochs": epochs,
+        "preprocess.log_normalized": log_normalized,
+        "preprocess.batch_key": batch_key,
+        "minibatch.batch_size": batch_size,
+    }
     cfg = build_config(config, sets, n_clusters, seed=seed, device=device, **options)
     training = _Training(layer, label_key, transpose, checkpoint_every, resume, distributed, overwrite, quiet)
     _cluster(data, out, cfg, pretrained, training, plots, as_json)
@@ -285,8 +327,9 @@ class _Training:
     quiet: bool
 
 
-def _cluster(data: Path, out: Path, cfg: RunConfig, pretrained: Path | None, t: _Training, plots: bool,
-             as_json: bool) -> None:
+def _cluster(
+    data: Path, out: Path, cfg: RunConfig, pretrained: Path | None, t: _Training, plots: bool, as_json: bool
+) -> None:
     """``scsc cluster`` once its input and options are checked: train (as one rank of a torchrun job with
     --distributed), then on rank 0 write the run folder and its pretraining."""
     from ..api import run  # torch and the model: after the cheap checks of the input and options
@@ -298,8 +341,15 @@ def _cluster(data: Path, out: Path, cfg: RunConfig, pretrained: Path | None, t: 
     def work(ctx):
         mine, readers = _rank_input(ctx, adata, data, t.layer, t.label_key, t.transpose)
         with RichReporter(err_console, enabled=not (t.quiet or as_json) and ctx.is_main) as rep:
-            control = RunControl(ck_path, t.checkpoint_every, t.resume, keep_checkpoint=True, context=ctx,
-                                 source=str(data), **readers)
+            control = RunControl(
+                ck_path,
+                t.checkpoint_every,
+                t.resume,
+                keep_checkpoint=True,
+                context=ctx,
+                source=str(data),
+                **readers,
+            )
             return run(mine, config=cfg, pretrained=pretrained, reporter=rep, control=control)
 
     ctx, result = train_in_context(t.distributed, cfg.device, ck_path, work)
@@ -312,8 +362,16 @@ def _cluster(data: Path, out: Path, cfg: RunConfig, pretrained: Path | None, t: 
     _finish(result, out, ck_path, plots, t.quiet, as_json, pretrained or (own if write else None), write)
 
 
-def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json: bool,
-            reuse: Path | None = None, write_pretraining: bool = False) -> None:
+def _finish(
+    result,
+    out: Path,
+    ck_path: Path,
+    plots: bool,
+    quiet: bool,
+    as_json: bool,
+    reuse: Path | None = None,
+    write_pretraining: bool = False,
+) -> None:
     """Rank 0: write the run folder (and its pretraining to ``reuse`` when ``write_pretraining``), remove the
     checkpoint, print K's choice and the summary; ``reuse`` is the pretraining file named to the user."""
     from ..checkpoint import save_checkpoint
@@ -324,7 +382,9 @@ def _finish(result, out: Path, ck_path: Path, plots: bool, quiet: bool, as_json:
     write_run(result, out, plots=plots)
     if write_pretraining:
         save_checkpoint(result.checkpoint, reuse)
-    ck_path.unlink(missing_ok=True)  # only now: a kill while writing can still resume (the saved run is complete)
+    ck_path.unlink(
+        missing_ok=True
+    )  # only now: a kill while writing can still resume (the saved run is complete)
     summary = _run_summary(result, out)
     if reuse is not None:
         summary["pretraining"] = str(reuse)
@@ -350,35 +410,54 @@ def _set_k(cfg: RunConfig, n_clusters: str) -> None:
 def _run_summary(result, out: Path) -> dict:
     """What ``scsc cluster`` prints (as a table or with --json) about a finished run."""
     uns = result.adata.uns["scsc"]
-    return {"out": str(out), "cells": int(result.adata.n_obs), "n_clusters": result.n_clusters,
-            "k_estimated": result.k_estimated,
-            **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
-            **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
-            "timings_s": result.timings,
-            **({"peak_gpu_memory_gb": uns["peak_gpu_memory_gb"]} if "peak_gpu_memory_gb" in uns else {}),
-            "minibatch": uns["minibatch"],
-            "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
-            **({"metrics": result.metrics} if result.metrics else {})}
+    return {
+        "out": str(out),
+        "cells": int(result.adata.n_obs),
+        "n_clusters": result.n_clusters,
+        "k_estimated": result.k_estimated,
+        **({"k_selection": _k_summary(result.k_selection)} if result.k_selection is not None else {}),
+        **({"k_candidates": sorted({*result.other_k, result.n_clusters})} if result.other_k else {}),
+        "timings_s": result.timings,
+        **({"peak_gpu_memory_gb": uns["peak_gpu_memory_gb"]} if "peak_gpu_memory_gb" in uns else {}),
+        "minibatch": uns["minibatch"],
+        "cluster_sizes": result.adata.obs["scsc_cluster"].value_counts().sort_index().to_dict(),
+        **({"metrics": result.metrics} if result.metrics else {}),
+    }
 
 
 def _k_summary(sel) -> dict:
-    return {"k": sel.k, "runner_up": sel.runner_up, "threshold": sel.threshold,
-            "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())}, "reason": sel.reason,
-            "clear": sel.clear, "gap": None if sel.gap is None else round(sel.gap, 2), "verdict": sel.verdict(),
-            "head_start": sel.head_start}
+    return {
+        "k": sel.k,
+        "runner_up": sel.runner_up,
+        "threshold": sel.threshold,
+        "scores": {int(k): round(v, 4) for k, v in sorted(sel.scores.items())},
+        "reason": sel.reason,
+        "clear": sel.clear,
+        "gap": None if sel.gap is None else round(sel.gap, 2),
+        "verdict": sel.verdict(),
+        "head_start": sel.head_start,
+    }
 
 
 def _print_k_selection(result, pretraining: Path | None = None) -> None:
     sel = result.k_selection
     ups = ", ".join(f"{k} ({sel.scores[k]:.3f})" for k in sel.runner_up if k in sel.scores)
     score = f"{sel.scores[sel.k]:.3f}" if sel.k in sel.scores else "n/a"
-    console.print(f"K = [bold]{result.n_clusters}[/]" + (" (given)" if not result.k_estimated else " (estimated)")
-                  + f"; estimate: K = {sel.k}, score {score} (threshold {sel.threshold:g}; lower = better "
-                  f"separated); runner-up: {ups or 'none'}")
+    console.print(
+        f"K = [bold]{result.n_clusters}[/]"
+        + (" (given)" if not result.k_estimated else " (estimated)")
+        + f"; estimate: K = {sel.k}, score {score} (threshold {sel.threshold:g}; lower = better "
+        f"separated); runner-up: {ups or 'none'}"
+    )
     console.print(f"  {sel.reason}; score against K in k_selection.png")
-    console.print(f"  {sel.verdict()}" + (f" and --pretrained {pretraining} (no second pretraining)"
-                                            if pretraining is not None and not sel.clear and not sel.candidates
-                                            else ""))
+    console.print(
+        f"  {sel.verdict()}"
+        + (
+            f" and --pretrained {pretraining} (no second pretraining)"
+            if pretraining is not None and not sel.clear and not sel.candidates
+            else ""
+        )
+    )
 
 
 def _print_summary(s: dict) -> None:
@@ -386,17 +465,31 @@ def _print_summary(s: dict) -> None:
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("cells", f"{s['cells']:,}")
-    table.add_row("clusters", f"{s['n_clusters']}" + (" (estimated)" if s["k_estimated"] else "")
-                  + (f"; every K of {', '.join(map(str, s['k_candidates']))} in scsc_cluster_k<K>"
-                     if s.get("k_candidates") else ""))
+    table.add_row(
+        "clusters",
+        f"{s['n_clusters']}"
+        + (" (estimated)" if s["k_estimated"] else "")
+        + (
+            f"; every K of {', '.join(map(str, s['k_candidates']))} in scsc_cluster_k<K>"
+            if s.get("k_candidates")
+            else ""
+        ),
+    )
     table.add_row("sizes", ", ".join(f"{k}: {v}" for k, v in s["cluster_sizes"].items()))
     mb = s["minibatch"]
-    table.add_row("training", "all cells at once" if not mb["batch_size"] else
-                  f"batches of {mb['batch_size']:,} cells ({mb['batches_per_round']} per round, "
-                  f"{mb['edges_in_batch']:.0%} of kNN edges inside a batch)")
+    table.add_row(
+        "training",
+        "all cells at once"
+        if not mb["batch_size"]
+        else f"batches of {mb['batch_size']:,} cells ({mb['batches_per_round']} per round, "
+        f"{mb['edges_in_batch']:.0%} of kNN edges inside a batch)",
+    )
     t = s["timings_s"]
-    table.add_row("time", f"{t['total']:.1f} s (preprocess+graph {t['preprocess_graph']:.1f}, pretrain "
-                          f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})")
+    table.add_row(
+        "time",
+        f"{t['total']:.1f} s (preprocess+graph {t['preprocess_graph']:.1f}, pretrain "
+        f"{t['pretrain']:.1f}, cluster {t['cluster']:.1f})",
+    )
     if "peak_gpu_memory_gb" in s:
         table.add_row("GPU memory", f"{s['peak_gpu_memory_gb']:.2f} GB at most")
     if "pretraining" in s:
@@ -404,4 +497,3 @@ def _print_summary(s: dict) -> None:
     for name, m in s.get("metrics", {}).items():
         table.add_row(f"vs labels: {name}", "  ".join(f"{k.upper()} {v:.3f}" for k, v in m.items()))
     console.print(table)
-

@@ -55,8 +55,13 @@ class Augmenter:
                 raise ValueError("the graph views need the pretrained embedding")
             kept = drop_dissimilar_edges(data.knn, embedding, self.graph_cfg.edge_drop)
             self.adj1 = self.adj_main = sparse_to_torch(row_normalize(kept), data.device)
-            ppr = ppr_diffusion(data.knn, self.graph_cfg.ppr_alpha, self.graph_cfg.ppr_eps,
-                                self.graph_cfg.ppr_topk, context=context)
+            ppr = ppr_diffusion(
+                data.knn,
+                self.graph_cfg.ppr_alpha,
+                self.graph_cfg.ppr_eps,
+                self.graph_cfg.ppr_topk,
+                context=context,
+            )
             self.adj2 = sparse_to_torch(ppr, data.device)
             self._graphs = (kept, ppr)
         self._full = (self.adj_main, self.adj1, self.adj2)
@@ -76,8 +81,11 @@ class Augmenter:
             raise RuntimeError("the batch graphs were dropped after training; prepare() again to focus")
         main = self._graphs[0][rows][:, rows]
         self.adj_main = self.adj1 = sparse_to_torch(row_normalize(main), self._device)
-        self.adj2 = sparse_to_torch(self._graphs[1][rows][:, rows], self._device) if self.graph_views \
+        self.adj2 = (
+            sparse_to_torch(self._graphs[1][rows][:, rows], self._device)
+            if self.graph_views
             else self.adj_main
+        )
 
     def drop_batch_graphs(self) -> None:
         """Forget the scipy graphs that :meth:`focus` cuts batches from (training is over); the whole-data
@@ -128,8 +136,12 @@ class GraphAugmenter(Augmenter):
 
 @hookimpl
 def scsc_register_components(registry):
-    registry.add("augment", "dual", DualAugmenter,
-                 "expression noise + edge-removal and PPR-diffusion graph views (default)")
+    registry.add(
+        "augment",
+        "dual",
+        DualAugmenter,
+        "expression noise + edge-removal and PPR-diffusion graph views (default)",
+    )
     registry.add("augment", "noise", NoiseAugmenter, "expression noise only; both graph views are Â")
     registry.add("augment", "graph", GraphAugmenter, "edge-removal and PPR-diffusion graph views; no noise")
     registry.add("augment", "none", Augmenter, "no augmentation: both views are (X, Â)")

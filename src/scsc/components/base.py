@@ -104,8 +104,9 @@ class Encoder(Protocol):
     def encode_views(self, views: Views, propagation: bool = True) -> Branches:
         """Both views through the shared branches; ``propagation=False`` may drop the layer activations."""
 
-    def reconstruction_terms(self, z: Tensor, data: Any, adj: Tensor, want: set[str],
-                             generator: torch.Generator | None) -> tuple[dict[str, Tensor], list]:
+    def reconstruction_terms(
+        self, z: Tensor, data: Any, adj: Tensor, want: set[str], generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], list]:
         """Named reconstruction terms of the fused Z (N × d) among ``want``, and further (H, ÂH) pairs."""
 
     def pretrain_stages(self, config: Any) -> list[PretrainStage]:
@@ -122,8 +123,13 @@ class Fusion(Protocol):
     def __call__(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, **kwargs: Any) -> Tensor:
         """Z (N × d); ``rows=`` (B,) when ``takes_rows``, ``groups=`` (index tensors) when ``takes_groups``."""
 
-    def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
-              propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
+    def terms(
+        self,
+        ae_views: list[Tensor] | None,
+        graph_views: list[Tensor] | None,
+        propagation: list[tuple[Tensor, Tensor]],
+        q: Tensor | None,
+    ) -> dict[str, Tensor]:
         """Named refinement terms."""
 
 
@@ -158,13 +164,21 @@ class HeadBase(nn.Module):
 
 
 #: The Protocol of each kind (docs/plugins.md).
-PROTOCOLS: dict[str, type] = {"augment": Augmenter, "encoder": Encoder, "fusion": Fusion, "cluster": ClusterHead}
+PROTOCOLS: dict[str, type] = {
+    "augment": Augmenter,
+    "encoder": Encoder,
+    "fusion": Fusion,
+    "cluster": ClusterHead,
+}
 
 
 def _methods(protocol: type) -> tuple[str, ...]:
     """The methods a Protocol declares (in order), ``__call__`` included; capability flags are not methods."""
-    return tuple(name for name, value in vars(protocol).items()
-                 if callable(value) and (name == "__call__" or not name.startswith("_")))
+    return tuple(
+        name
+        for name, value in vars(protocol).items()
+        if callable(value) and (name == "__call__" or not name.startswith("_"))
+    )
 
 
 #: The methods each kind must have, read from its Protocol; capability flags are optional.
@@ -177,8 +191,10 @@ def check_contract(kind: str, name: str, component: object) -> None:
 
     missing = [m for m in REQUIRED[kind] if not callable(getattr(component, m, None))]
     if missing:
-        raise ConfigError(f"{kind} component {name!r} ({type(component).__name__}) lacks "
-                          f"{', '.join(m + '()' for m in missing)}; see docs/plugins.md for the {kind} contract")
+        raise ConfigError(
+            f"{kind} component {name!r} ({type(component).__name__}) lacks "
+            f"{', '.join(m + '()' for m in missing)}; see docs/plugins.md for the {kind} contract"
+        )
 
 
 def capability(component: object, name: str) -> bool:

@@ -74,8 +74,9 @@ def sinkhorn_plan(q: np.ndarray, proportions: np.ndarray, lam: float, n_iter: in
         warnings.simplefilter("ignore")
         plan = ot.sinkhorn(a, b, cost, reg=1.0 / lam, numItermax=n_iter, stopThr=tol)
         if not np.isfinite(plan).all() or plan.sum() <= 0:
-            plan = ot.sinkhorn(a, b, cost, reg=1.0 / lam, method="sinkhorn_log", numItermax=n_iter,
-                               stopThr=tol)
+            plan = ot.sinkhorn(
+                a, b, cost, reg=1.0 / lam, method="sinkhorn_log", numItermax=n_iter, stopThr=tol
+            )
     plan = np.nan_to_num(plan, nan=0.0, posinf=0.0)
     rows = plan.sum(axis=1, keepdims=True)
     empty = rows[:, 0] <= 0
@@ -130,7 +131,10 @@ class StudentTHead(nn.Module):
     def _fix_input_scale(self, z: Tensor) -> None:
         """Centre and scale of the input part from Z (N × d) at the start: the input gets Z's RMS row norm."""
         if self._input is None:
-            self.input_mean, self.input_scale = torch.zeros(0, device=z.device), torch.zeros(0, device=z.device)
+            self.input_mean, self.input_scale = (
+                torch.zeros(0, device=z.device),
+                torch.zeros(0, device=z.device),
+            )
             return
         x = self._input.to(z.dtype)
         mean = x.mean(dim=0)
@@ -141,12 +145,14 @@ class StudentTHead(nn.Module):
         """KMeans on the pretrained embedding ``z`` (N × d), beside the input; returns its labels (N,)."""
         self._rows = None
         self._fix_input_scale(z)
-        labels, centers = kmeans(self.features(z.detach()).cpu().numpy(), n_clusters, self.seed,
-                                 self.cfg.kmeans_restarts)
+        labels, centers = kmeans(
+            self.features(z.detach()).cpu().numpy(), n_clusters, self.seed, self.cfg.kmeans_restarts
+        )
         return self._start(z, labels, centers)
 
-    def init_from(self, z: Tensor, n_clusters: int,
-                  partition: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
+    def init_from(
+        self, z: Tensor, n_clusters: int, partition: Callable[[np.ndarray], np.ndarray | None]
+    ) -> np.ndarray:
         """Start from ``partition(features)`` instead of KMeans's own starts: it is given what the head clusters
         (:meth:`features` of ``z``, N × D), with the input part at most at weight ``START_GRAPH_INPUT_WEIGHT``,
         and returns labels (N,) in 0 … K − 1; their centroids are refined by Lloyd iterations on the head's own
@@ -171,7 +177,9 @@ class StudentTHead(nn.Module):
             return self.init(z, n_clusters)
         k = int(labels.max()) + 1
         # Cluster means as one sparse (K × N) product, the one-hot form of scsc.k_selection.
-        members = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+        members = sp.csr_matrix(
+            (np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels))
+        )
         centers = (members @ f) / np.maximum(np.bincount(labels, minlength=k), 1)[:, None]
         km = KMeans(n_clusters=k, init=centers, n_init=1, random_state=self.seed).fit(f)
         return self._start(z, km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32))
@@ -191,7 +199,9 @@ class StudentTHead(nn.Module):
             sums = torch.zeros(len(centers), part.shape[1], dtype=part.dtype, device=part.device)
             sums.index_add_(0, idx, part)
             sizes = torch.bincount(idx, minlength=len(centers)).clamp_min(1).to(part.dtype)
-            centers = np.concatenate([centers, (sums / sizes[:, None]).cpu().numpy().astype(np.float32)], axis=1)
+            centers = np.concatenate(
+                [centers, (sums / sizes[:, None]).cpu().numpy().astype(np.float32)], axis=1
+            )
         return self._start(z, labels, centers)
 
     def _start(self, z: Tensor, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -267,8 +277,13 @@ class SinkhornHead(StudentTHead):
     def refresh(self, z: Tensor) -> None:
         with torch.no_grad():
             q = self.soft_assign(z).double().cpu().numpy()
-        plan = sinkhorn_plan(q, self.marginals.cpu().numpy(), self.cfg.sinkhorn_lambda,
-                             self.cfg.sinkhorn_iters, self.cfg.sinkhorn_tol)
+        plan = sinkhorn_plan(
+            q,
+            self.marginals.cpu().numpy(),
+            self.cfg.sinkhorn_lambda,
+            self.cfg.sinkhorn_iters,
+            self.cfg.sinkhorn_tol,
+        )
         self.target = torch.from_numpy(plan.astype(np.float32)).to(z.device)
 
     def predict(self, z: Tensor) -> np.ndarray:
@@ -298,13 +313,18 @@ class KMeansHead(StudentTHead):
         return {}
 
     def predict(self, z: Tensor) -> np.ndarray:
-        return kmeans(self.features(z.detach()).cpu().numpy(), self.n_clusters, self.seed,
-                      self.cfg.kmeans_restarts)[0]
+        return kmeans(
+            self.features(z.detach()).cpu().numpy(), self.n_clusters, self.seed, self.cfg.kmeans_restarts
+        )[0]
 
 
 @hookimpl
 def scsc_register_components(registry):
-    registry.add("cluster", "sinkhorn", SinkhornHead,
-                 "Student-t Q, POT entropic OT target with KMeans proportions, KL(P‖Q) (default)")
+    registry.add(
+        "cluster",
+        "sinkhorn",
+        SinkhornHead,
+        "Student-t Q, POT entropic OT target with KMeans proportions, KL(P‖Q) (default)",
+    )
     registry.add("cluster", "dec", DECHead, "Student-t Q, DEC sharpened target q²/f, KL(P‖Q)")
     registry.add("cluster", "kmeans", KMeansHead, "no clustering loss; KMeans on the final embedding")

@@ -63,7 +63,7 @@ class ExpressionAE(nn.Module):
         """
         if torch.is_grad_enabled() or len(x) <= EVAL_ROWS:
             return self.encoder(x)
-        return torch.cat([self.encoder(x[i:i + EVAL_ROWS]) for i in range(0, len(x), EVAL_ROWS)])
+        return torch.cat([self.encoder(x[i : i + EVAL_ROWS]) for i in range(0, len(x), EVAL_ROWS)])
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """(N, d) → (X̂ (N, P), last hidden layer (N, h))."""
@@ -118,8 +118,9 @@ class GraphAE(nn.Module):
         )
 
     @staticmethod
-    def _run(layers: nn.ModuleList, h: Tensor, adj: Tensor, keep: bool = True, shard=None
-             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    def _run(
+        layers: nn.ModuleList, h: Tensor, adj: Tensor, keep: bool = True, shard=None
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         pairs = []
         for layer in layers:
             h, pair = layer(h, adj, shard=shard)
@@ -127,8 +128,9 @@ class GraphAE(nn.Module):
                 pairs.append(pair)
         return h, pairs
 
-    def encode(self, x: Tensor, adj: Tensor, keep_pairs: bool = True, shard=None
-               ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    def encode(
+        self, x: Tensor, adj: Tensor, keep_pairs: bool = True, shard=None
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """(N, P), Â → (Z_g (N, d), [(H_l, ÂH_l)] per layer; empty with ``keep_pairs=False``, which frees each
         layer's activations as soon as the next layer has them).
 
@@ -182,8 +184,9 @@ class SiameseEncoder(nn.Module):
             out.propagation = p1 + p2
         return out
 
-    def reconstruction_terms(self, z: Tensor, data, adj: Tensor, want: set[str],
-                             generator: torch.Generator | None) -> tuple[dict[str, Tensor], list]:
+    def reconstruction_terms(
+        self, z: Tensor, data, adj: Tensor, want: set[str], generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], list]:
         """``rec_x``, ``zinb`` and ``rec_graph`` of the fused Z (N × d), those in ``want``; and the graph
         decoder's (H, ÂH) pairs for the propagation regulariser."""
         terms: dict[str, Tensor] = {}
@@ -207,8 +210,9 @@ class SiameseEncoder(nn.Module):
         if 0 < m < data.n_cells:
             idx = torch.randperm(data.n_cells, generator=generator)[:m].to(hidden.device)
             # index_select: its backward is deterministic on several CPU threads (see losses._pair_dots)
-            return zinb_nll_chunked(self.ae.zinb, torch.index_select(hidden, 0, idx), data.counts[idx],
-                                    data.size_factors[idx])
+            return zinb_nll_chunked(
+                self.ae.zinb, torch.index_select(hidden, 0, idx), data.counts[idx], data.size_factors[idx]
+            )
         return zinb_nll_chunked(self.ae.zinb, hidden, data.counts, data.size_factors)
 
     def pretrain_stages(self, config: RunConfig) -> list[PretrainStage]:
@@ -216,14 +220,39 @@ class SiameseEncoder(nn.Module):
         p, n_neg = config.pretrain, config.loss.adj_negatives
         stages = []
         if self.ae is not None:
-            stages.append(PretrainStage("pretrain_ae", "pretrain: expression AE", self.ae, p.ae_lr, p.ae_epochs,
-                                        _ae_loss, cells=True))
+            stages.append(
+                PretrainStage(
+                    "pretrain_ae",
+                    "pretrain: expression AE",
+                    self.ae,
+                    p.ae_lr,
+                    p.ae_epochs,
+                    _ae_loss,
+                    cells=True,
+                )
+            )
         if self.gae is not None:
-            stages.append(PretrainStage("pretrain_gae", "pretrain: graph AE", self.gae, p.gae_lr, p.gae_epochs,
-                                        partial(_gae_loss, n_neg=n_neg, adj_weight=p.gae_adj_weight)))
+            stages.append(
+                PretrainStage(
+                    "pretrain_gae",
+                    "pretrain: graph AE",
+                    self.gae,
+                    p.gae_lr,
+                    p.gae_epochs,
+                    partial(_gae_loss, n_neg=n_neg, adj_weight=p.gae_adj_weight),
+                )
+            )
         if self.ae is not None and self.gae is not None:
-            stages.append(PretrainStage("pretrain_joint", "pretrain: joint", self, p.joint_lr, p.joint_epochs,
-                                        partial(_joint_loss, n_neg=n_neg, p=p)))
+            stages.append(
+                PretrainStage(
+                    "pretrain_joint",
+                    "pretrain: joint",
+                    self,
+                    p.joint_lr,
+                    p.joint_epochs,
+                    partial(_joint_loss, n_neg=n_neg, p=p),
+                )
+            )
         return stages
 
 
@@ -234,18 +263,22 @@ def _ae_loss(ae: ExpressionAE, xb: Tensor) -> tuple[Tensor, dict]:
     return loss, {"rec_x": loss}
 
 
-def _gae_loss(gae: GraphAE, d, ax: Tensor, generator: torch.Generator, *, n_neg: int,
-              adj_weight: float) -> tuple[Tensor, dict]:
+def _gae_loss(
+    gae: GraphAE, d, ax: Tensor, generator: torch.Generator, *, n_neg: int, adj_weight: float
+) -> tuple[Tensor, dict]:
     """Graph AE: reconstruct ÂX (N × P) and the edges of Â."""
     z, _ = gae.encode(d.x, d.adj)
     z_hat, _ = gae.decode(z, d.adj)
-    terms = {"rec_graph": torch.mean((z_hat - ax) ** 2),
-             "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
+    terms = {
+        "rec_graph": torch.mean((z_hat - ax) ** 2),
+        "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator),
+    }
     return terms["rec_graph"] + adj_weight * terms["rec_adj"], terms
 
 
-def _joint_loss(enc: SiameseEncoder, d, ax: Tensor, generator: torch.Generator, *, n_neg: int,
-                p) -> tuple[Tensor, dict]:
+def _joint_loss(
+    enc: SiameseEncoder, d, ax: Tensor, generator: torch.Generator, *, n_neg: int, p
+) -> tuple[Tensor, dict]:
     """Both branches together, with their embeddings pulled towards each other."""
     z_ae = enc.ae.encode(d.x)
     x_hat, _ = enc.ae.decode(z_ae)
@@ -257,8 +290,12 @@ def _joint_loss(enc: SiameseEncoder, d, ax: Tensor, generator: torch.Generator, 
         "rec_adj": adjacency_loss(z_g, d.edge_index, d.edge_weight, n_neg, generator),
         "align": torch.mean((z_ae - z_g) ** 2),
     }
-    loss = (terms["rec_x"] + p.joint_rec_graph * terms["rec_graph"] + p.joint_adj * terms["rec_adj"]
-            + p.joint_align * terms["align"])
+    loss = (
+        terms["rec_x"]
+        + p.joint_rec_graph * terms["rec_graph"]
+        + p.joint_adj * terms["rec_adj"]
+        + p.joint_align * terms["align"]
+    )
     return loss, terms
 
 
@@ -272,7 +309,11 @@ class GraphOnlyEncoder(SiameseEncoder):
 
 @hookimpl
 def scsc_register_components(registry):
-    registry.add("encoder", "siamese", SiameseEncoder,
-                 "expression AE with ZINB decoder + graph AE, weights shared across views (default)")
+    registry.add(
+        "encoder",
+        "siamese",
+        SiameseEncoder,
+        "expression AE with ZINB decoder + graph AE, weights shared across views (default)",
+    )
     registry.add("encoder", "ae", AEOnlyEncoder, "expression autoencoder branch only")
     registry.add("encoder", "graph", GraphOnlyEncoder, "graph autoencoder branch only")

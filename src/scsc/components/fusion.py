@@ -26,16 +26,28 @@ class MeanFusion(nn.Module):
     def __init__(self, config: RunConfig, **_: object):
         super().__init__()
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
-                groups: list[Tensor] | None = None, shard=None) -> Tensor:
+    def forward(
+        self,
+        z_ae: Tensor | None,
+        z_g: Tensor | None,
+        adj: Tensor,
+        rows: Tensor | None = None,
+        groups: list[Tensor] | None = None,
+        shard=None,
+    ) -> Tensor:
         """Branch embeddings (N × d each, either may be None) → Z (N × d); with a ``shard`` the branch
         embeddings are this rank's rows, and Z is gathered whole."""
         parts = [z for z in (z_ae, z_g) if z is not None]
         z = torch.stack(parts).mean(dim=0)
         return z if shard is None else shard.gather(z)
 
-    def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
-              propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
+    def terms(
+        self,
+        ae_views: list[Tensor] | None,
+        graph_views: list[Tensor] | None,
+        propagation: list[tuple[Tensor, Tensor]],
+        q: Tensor | None,
+    ) -> dict[str, Tensor]:
         return {}
 
 
@@ -57,8 +69,15 @@ class SiameseFusion(nn.Module):
         self.beta = nn.Parameter(torch.zeros(()))
         self.scale = config.model.attention_scale
 
-    def forward(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, rows: Tensor | None = None,
-                groups: list[Tensor] | None = None, shard=None) -> Tensor:
+    def forward(
+        self,
+        z_ae: Tensor | None,
+        z_g: Tensor | None,
+        adj: Tensor,
+        rows: Tensor | None = None,
+        groups: list[Tensor] | None = None,
+        shard=None,
+    ) -> Tensor:
         """Z = β·softmax(Z_l Z_lᵀ) Z_l + Z_l with Z_l = Â (a⊙Z_ae + b⊙Z_g); N × d in, N × d out.
 
         ``rows`` (B,) are the cells of a minibatch (their per-cell fusion weights are used); None: all cells.
@@ -79,8 +98,9 @@ class SiameseFusion(nn.Module):
                 z_gl[g] = self._attend(z_l[g])
         return self.beta * z_gl + z_l
 
-    def _sharded(self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, groups: list[Tensor] | None,
-                 shard) -> Tensor:
+    def _sharded(
+        self, z_ae: Tensor | None, z_g: Tensor | None, adj: Tensor, groups: list[Tensor] | None, shard
+    ) -> Tensor:
         if groups is None:
             raise ValueError("a sharded fusion confines its attention to groups")
         rows = torch.arange(shard.lo, shard.hi, device=self.a.device)
@@ -106,8 +126,13 @@ class SiameseFusion(nn.Module):
         q = z.unsqueeze(0).unsqueeze(0)
         return F.scaled_dot_product_attention(q, q, q, scale=self.scale).squeeze(0).squeeze(0)
 
-    def terms(self, ae_views: list[Tensor] | None, graph_views: list[Tensor] | None,
-              propagation: list[tuple[Tensor, Tensor]], q: Tensor | None) -> dict[str, Tensor]:
+    def terms(
+        self,
+        ae_views: list[Tensor] | None,
+        graph_views: list[Tensor] | None,
+        propagation: list[tuple[Tensor, Tensor]],
+        q: Tensor | None,
+    ) -> dict[str, Tensor]:
         """Named refinement terms from the two views of each branch, the graph layers and soft assignments Q."""
         out: dict[str, Tensor] = {}
         if ae_views is not None:
@@ -125,6 +150,10 @@ class SiameseFusion(nn.Module):
 
 @hookimpl
 def scsc_register_components(registry):
-    registry.add("fusion", "siamese", SiameseFusion,
-                 "adaptive fusion, local propagation, global attention, cross-correlation refinement (default)")
+    registry.add(
+        "fusion",
+        "siamese",
+        SiameseFusion,
+        "adaptive fusion, local propagation, global attention, cross-correlation refinement (default)",
+    )
     registry.add("fusion", "mean", MeanFusion, "mean of the branch embeddings; no refinement terms")

@@ -23,8 +23,9 @@ def batch_labels(obs: pd.DataFrame, key: str, where: str = "") -> np.ndarray:
     """
     if key not in obs.columns:
         columns = ", ".join(map(str, obs.columns)) or "none"
-        raise InputError(f"{where}--batch-key {key!r} is not a column of the cells' annotation (obs columns: "
-                         f"{columns})")
+        raise InputError(
+            f"{where}--batch-key {key!r} is not a column of the cells' annotation (obs columns: {columns})"
+        )
     values = obs[key]
     if values.isna().any():
         raise InputError(f"{where}--batch-key {key!r}: {int(values.isna().sum())} cells have no batch")
@@ -38,8 +39,9 @@ def harmonize(x: np.ndarray, batches: np.ndarray, seed: int = 0) -> np.ndarray:
         return x
     import harmonypy
 
-    out = harmonypy.run_harmony(x.astype(np.float64), pd.DataFrame({"batch": batches}), ["batch"],
-                                random_state=seed, verbose=False)
+    out = harmonypy.run_harmony(
+        x.astype(np.float64), pd.DataFrame({"batch": batches}), ["batch"], random_state=seed, verbose=False
+    )
     z = np.asarray(out.Z_corr)
     if z.shape != x.shape:  # harmonypy releases differ in orientation (PCs × cells in older ones)
         z = z.T

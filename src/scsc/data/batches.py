@@ -83,8 +83,9 @@ class BatchPlan:
                 self._rounds[key] = _group(self.parts, self.affinity, self.batch_size, rng)
             else:
                 mine = self.owned
-                self._rounds[key] = _group([self.parts[i] for i in mine], self.affinity[mine][:, mine],
-                                           self.batch_size, rng)
+                self._rounds[key] = _group(
+                    [self.parts[i] for i in mine], self.affinity[mine][:, mine], self.batch_size, rng
+                )
             if len(self._rounds) > 64:  # a long run only ever needs the current round again
                 self._rounds.pop(next(iter(self._rounds)))
         return self._rounds[key]
@@ -121,8 +122,10 @@ class BatchPlan:
         if world <= 1:
             return self
         if len(self.parts) < world:
-            raise ConfigError(f"{len(self.parts)} parts of the cells cannot give each of {world} ranks its own; "
-                              "pass a smaller --batch-size")
+            raise ConfigError(
+                f"{len(self.parts)} parts of the cells cannot give each of {world} ranks its own; "
+                "pass a smaller --batch-size"
+            )
         sizes = np.array([len(p) for p in self.parts])
         rng = np.random.default_rng([self.seed, len(STREAMS)])
         free = np.ones(len(self.parts), dtype=bool)
@@ -144,8 +147,13 @@ class BatchPlan:
                 size += sizes[best]
                 pull += self.affinity[best].toarray().ravel()
             owner[members] = r
-        return BatchPlan(parts=self.parts, affinity=self.affinity, batch_size=self.batch_size, seed=self.seed,
-                         owned=np.flatnonzero(owner == rank))
+        return BatchPlan(
+            parts=self.parts,
+            affinity=self.affinity,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            owned=np.flatnonzero(owner == rank),
+        )
 
     def eval_batches(self) -> list[np.ndarray]:
         """A fixed grouping of all cells, used for every embedding of the whole data set."""
@@ -160,16 +168,18 @@ class BatchPlan:
         return float(np.mean(owner[coo.row] == owner[coo.col])) if coo.nnz else 1.0
 
 
-def plan_batches(x: np.ndarray, knn: sp.csr_matrix, config: MinibatchConfig, batch_size: int,
-                 seed: int = 0) -> BatchPlan:
+def plan_batches(
+    x: np.ndarray, knn: sp.csr_matrix, config: MinibatchConfig, batch_size: int, seed: int = 0
+) -> BatchPlan:
     """Cut the cells into parts by k-means on ``x`` (N × P) and count the ``knn`` (N × N) edges between parts."""
     from sklearn.cluster import MiniBatchKMeans
 
     n = x.shape[0]
     part_size = max(1, batch_size // max(1, config.parts_per_batch))
     n_parts = max(1, math.ceil(n / part_size))
-    km = MiniBatchKMeans(n_clusters=n_parts, random_state=seed, n_init=1, batch_size=4096,
-                         max_iter=20, max_no_improvement=5)
+    km = MiniBatchKMeans(
+        n_clusters=n_parts, random_state=seed, n_init=1, batch_size=4096, max_iter=20, max_no_improvement=5
+    )
     labels = km.fit_predict(x.astype(np.float32))
     parts = []
     for p in np.unique(labels):
@@ -196,8 +206,9 @@ def _split(rows: np.ndarray, x: np.ndarray, limit: int) -> list[np.ndarray]:
     return _split(rows[order[:half]], x, limit) + _split(rows[order[half:]], x, limit)
 
 
-def _group(parts: list[np.ndarray], affinity: sp.csr_matrix, batch_size: int,
-           rng: np.random.Generator) -> list[np.ndarray]:
+def _group(
+    parts: list[np.ndarray], affinity: sp.csr_matrix, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """One round: every part in exactly one batch of at most ``batch_size`` cells (a part alone may be more)."""
     sizes = np.array([len(p) for p in parts])
     free = np.ones(len(parts), dtype=bool)

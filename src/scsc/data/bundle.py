@@ -80,14 +80,29 @@ class TrainData:
         elif self.counts is not None:
             counts = self.counts[idx]
         elif self.counts_csr is not None:
-            counts = torch.from_numpy(self.counts_csr[self._held(rows)].toarray().astype(np.float32)).to(self.device)
-        return TrainData(x=self.x[idx], counts=counts, size_factors=self.size_factors[idx], knn=knn,
-                         adj_scipy=adj, adj=sparse_to_torch(adj, self.device), edge_index=ei, edge_weight=ew,
-                         device=self.device)
+            counts = torch.from_numpy(self.counts_csr[self._held(rows)].toarray().astype(np.float32)).to(
+                self.device
+            )
+        return TrainData(
+            x=self.x[idx],
+            counts=counts,
+            size_factors=self.size_factors[idx],
+            knn=knn,
+            adj_scipy=adj,
+            adj=sparse_to_torch(adj, self.device),
+            edge_index=ei,
+            edge_weight=ew,
+            device=self.device,
+        )
 
 
-def build_train_data(prepared: Prepared, graph: GraphConfig, seed: int = 0,
-                     device: str | torch.device = "cpu", dense_counts: bool = True) -> TrainData:
+def build_train_data(
+    prepared: Prepared,
+    graph: GraphConfig,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dense_counts: bool = True,
+) -> TrainData:
     """kNN graph on the PCA input and the tensors of :class:`TrainData` on ``device``.
 
     ``dense_counts=False`` keeps the HVG counts sparse (``counts_csr``) for minibatch training. A distributed

@@ -62,9 +62,15 @@ def sym_normalize(a: sp.spmatrix) -> sp.csr_matrix:
     return sp.csr_matrix(dm @ a @ dm, dtype=np.float32)
 
 
-def ppr_diffusion(a: sp.spmatrix, alpha: float = 0.5, eps: float = 1e-4, topk: int | None = 32,
-                  max_steps: int = 100, block_rows: int | None = None, context: Context | None = None
-                  ) -> sp.csr_matrix:
+def ppr_diffusion(
+    a: sp.spmatrix,
+    alpha: float = 0.5,
+    eps: float = 1e-4,
+    topk: int | None = 32,
+    max_steps: int = 100,
+    block_rows: int | None = None,
+    context: Context | None = None,
+) -> sp.csr_matrix:
     """Sparse approximation of Â_d = α (I − (1−α) Ŝ)⁻¹, Ŝ = D^{-1/2}(A+I)D^{-1/2} (N × N, CSR).
 
     Sums the Neumann series α Σ_t ((1−α)Ŝ)^t term by term, dropping entries below ``eps`` after every
@@ -88,23 +94,32 @@ def ppr_diffusion(a: sp.spmatrix, alpha: float = 0.5, eps: float = 1e-4, topk: i
     if context is not None and context.active:
         first, stop = context.shard(len(starts))
         starts = starts[first:stop]
-    blocks = [_ppr_rows(s, np.arange(start, min(n, start + block_rows)), alpha, eps, topk, max_steps)
-              for start in starts]
-    mine = sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32) if blocks else \
-        sp.csr_matrix((0, n), dtype=np.float32)
+    blocks = [
+        _ppr_rows(s, np.arange(start, min(n, start + block_rows)), alpha, eps, topk, max_steps)
+        for start in starts
+    ]
+    mine = (
+        sp.csr_matrix(sp.vstack(blocks, format="csr"), dtype=np.float32)
+        if blocks
+        else sp.csr_matrix((0, n), dtype=np.float32)
+    )
     if context is None or not context.active:
         return mine
     per_row = context.all_concat(np.diff(mine.indptr))
     indptr = np.concatenate([[0], np.cumsum(per_row)])
-    return sp.csr_matrix((context.all_concat(mine.data), context.all_concat(mine.indices), indptr), shape=(n, n))
+    return sp.csr_matrix(
+        (context.all_concat(mine.data), context.all_concat(mine.indices), indptr), shape=(n, n)
+    )
 
 
-def _ppr_rows(s: sp.csr_matrix, rows: np.ndarray, alpha: float, eps: float, topk: int | None,
-              max_steps: int) -> sp.csr_matrix:
+def _ppr_rows(
+    s: sp.csr_matrix, rows: np.ndarray, alpha: float, eps: float, topk: int | None, max_steps: int
+) -> sp.csr_matrix:
     """Rows ``rows`` (B,) of the pruned PPR series over the normalised graph ``s`` (N × N) → B × N CSR."""
     n, decay = s.shape[0], 1.0 - alpha
-    term = sp.csr_matrix((np.full(rows.size, alpha, dtype=np.float32), (np.arange(rows.size), rows)),
-                         shape=(rows.size, n))
+    term = sp.csr_matrix(
+        (np.full(rows.size, alpha, dtype=np.float32), (np.arange(rows.size), rows)), shape=(rows.size, n)
+    )
     total = term.copy()
     for step in range(1, max_steps + 1):
         term = (term @ s).tocsr() * decay
@@ -129,8 +144,10 @@ def keep_topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     order = np.lexsort((-m.data, row_of))
     rank = np.arange(m.nnz) - np.repeat(m.indptr[:-1], counts)
     keep[order[rank < k]] = True
-    out = sp.csr_matrix((m.data[keep], m.indices[keep], np.concatenate([[0], np.cumsum(
-        np.minimum(counts, k))])), shape=m.shape)
+    out = sp.csr_matrix(
+        (m.data[keep], m.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(counts, k))])),
+        shape=m.shape,
+    )
     out.sort_indices()
     return out
 

@@ -19,8 +19,12 @@ def expm1_sums(logx: sp.csr_matrix) -> np.ndarray:
     """Per-gene sum and sum of squares of ``expm1(logx)`` (N × G CSR, log1p data): shape (2, G), float64."""
     values = np.expm1(logx.data)  # in the data's precision, as scanpy's expm1 of the matrix
     g = logx.shape[1]
-    return np.stack([np.bincount(logx.indices, weights=values, minlength=g),
-                     np.bincount(logx.indices, weights=values.astype(np.float64) ** 2, minlength=g)])
+    return np.stack(
+        [
+            np.bincount(logx.indices, weights=values, minlength=g),
+            np.bincount(logx.indices, weights=values.astype(np.float64) ** 2, minlength=g),
+        ]
+    )
 
 
 def seurat_hvg(sums: np.ndarray, n_cells: int, n_top: int, n_bins: int = 20) -> np.ndarray:
@@ -47,8 +51,9 @@ def seurat_hvg(sums: np.ndarray, n_cells: int, n_top: int, n_bins: int = 20) -> 
     return np.nan_to_num(norm, nan=-np.inf) >= cut
 
 
-def sharded_hvg(logx: sp.csr_matrix, n_top: int, total: Callable[[np.ndarray], np.ndarray],
-                n_cells: int) -> np.ndarray:
+def sharded_hvg(
+    logx: sp.csr_matrix, n_top: int, total: Callable[[np.ndarray], np.ndarray], n_cells: int
+) -> np.ndarray:
     """:func:`seurat_hvg` of the cells of every rank: ``logx`` is this rank's rows (n × G), ``total`` adds an
     array up over the ranks and ``n_cells`` is the number of cells on all ranks. Returns the mask (G,)."""
     return seurat_hvg(total(expm1_sums(logx)), n_cells, n_top)

@@ -143,8 +143,11 @@ def _read_h5(path: Path, shard: Callable[[int], tuple[int, int]] | None = None) 
         if "gene_names" in keys:
             genes = [g.decode() if isinstance(g, bytes) else str(g) for g in f["gene_names"][()]]
         # Other per-cell annotations (a `batch` of runs or donors, say) become obs columns of the same name.
-        columns = {k: _text(f[k][lo:hi]) for k in sorted(keys - {"X", "Y", "gene_names"})
-                   if isinstance(f[k], h5py.Dataset) and f[k].ndim == 1 and f[k].shape[0] == xd.shape[0]}
+        columns = {
+            k: _text(f[k][lo:hi])
+            for k in sorted(keys - {"X", "Y", "gene_names"})
+            if isinstance(f[k], h5py.Dataset) and f[k].ndim == 1 and f[k].shape[0] == xd.shape[0]
+        }
     adata = ad.AnnData(X=x)
     adata.obs_names = [f"cell{i}" for i in range(lo, hi)]
     if shard is not None:
@@ -180,7 +183,7 @@ def _read_dense_rows(xd: h5py.Dataset, path: Path, first: int = 0, stop: int | N
     blocks = []
     for lo in range(first, stop, step):
         try:
-            block = np.asarray(xd[lo:min(lo + step, stop)])
+            block = np.asarray(xd[lo : min(lo + step, stop)])
         except OSError:
             raise InputError(f"{path}: 'X' cannot be read (corrupt file)") from None
         blocks.append(_to_csr(block, path))
@@ -208,7 +211,9 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     if not any((path / f).exists() for f in ("matrix.mtx", "matrix.mtx.gz")):
         raise InputError(f"{path}: folder has no matrix.mtx(.gz); expected a 10x mtx folder")
     try:
-        with np.errstate(over="ignore"):  # a count beyond float32 becomes inf, refused below with a clear error
+        with np.errstate(
+            over="ignore"
+        ):  # a count beyond float32 becomes inf, refused below with a clear error
             adata = sc.read_10x_mtx(path)
     except Exception as exc:  # noqa: BLE001 (any reader error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot read as a 10x mtx folder ({_reason(exc)})") from None
@@ -218,8 +223,12 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     return adata
 
 
-def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
-               shard: Callable[[int], tuple[int, int]] | None = None) -> ad.AnnData:
+def _read_h5ad(
+    path: Path,
+    layer: str | None,
+    label_key: str | None,
+    shard: Callable[[int], tuple[int, int]] | None = None,
+) -> ad.AnnData:
     with _open_h5(path):
         pass
     rows, all_labels = None, None
@@ -229,7 +238,7 @@ def _read_h5ad(path: Path, layer: str | None, label_key: str | None,
             rows = shard(src.n_obs)
             if label_key is not None and label_key in src.obs:
                 all_labels = src.obs[label_key].to_numpy()  # checked as a whole, as one read would
-            src = src[rows[0]:rows[1]].to_memory()
+            src = src[rows[0] : rows[1]].to_memory()
             src.uns["scsc_rows"] = list(rows)
     except Exception as exc:  # noqa: BLE001 (any reader error becomes an InputError naming the file)
         raise InputError(f"{path}: cannot read as .h5ad ({_reason(exc)})") from None
@@ -337,12 +346,15 @@ MAX_COUNT = 1e15
 
 def _check_range(values: np.ndarray, path: Path) -> None:
     if values.size and values.dtype.kind in "fiu" and np.abs(values).max() > MAX_COUNT:
-        raise InputError(f"{path}: a value of {np.abs(values).max():.3g} is far beyond any count "
-                         f"(limit {MAX_COUNT:.0e}); expected raw counts")
+        raise InputError(
+            f"{path}: a value of {np.abs(values).max():.3g} is far beyond any count "
+            f"(limit {MAX_COUNT:.0e}); expected raw counts"
+        )
 
 
-def _attach_labels(adata: ad.AnnData, labels: np.ndarray, path: Path, key: str,
-                   rows: tuple[int, int] | None = None) -> None:
+def _attach_labels(
+    adata: ad.AnnData, labels: np.ndarray, path: Path, key: str, rows: tuple[int, int] | None = None
+) -> None:
     """``obs["label"]`` from the file's ``labels`` (one per cell of the file), checked and converted as a whole;
     with ``rows`` (lo, hi), ``adata`` holds those cells of the file only (the caller has checked that ``labels``
     covers the file). A shard's labels thus equal the rows of a whole read's, categories included."""
@@ -410,8 +422,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -442,8 +455,12 @@ def write_csv(df: pd.DataFrame, path: str | Path, index: bool = True) -> None:
         df.to_csv(tmp, index=index)
 
 
-def write_h5_counts(path: str | Path, x: np.ndarray | sp.spmatrix, labels: np.ndarray | None = None,
-                    gene_names: list[str] | None = None) -> None:
+def write_h5_counts(
+    path: str | Path,
+    x: np.ndarray | sp.spmatrix,
+    labels: np.ndarray | None = None,
+    gene_names: list[str] | None = None,
+) -> None:
     """Write the ``.h5`` exchange format (dense ``X`` counts, optional ``Y`` labels) atomically.
 
     ``x`` (N × G) may be dense or sparse; it is written BLOCK_ENTRIES values at a time into a gzip dataset
@@ -455,11 +472,12 @@ def write_h5_counts(path: str | Path, x: np.ndarray | sp.spmatrix, labels: np.nd
     # HDF5 chunks of about 1 MB of whole rows: each block written or read touches only its own chunks.
     chunk_rows = max(1, min(n, (1 << 18) // max(g, 1)))
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        ds = f.create_dataset("X", shape=(n, g), dtype=x.dtype, compression="gzip",
-                              chunks=(chunk_rows, g) if n and g else None)
+        ds = f.create_dataset(
+            "X", shape=(n, g), dtype=x.dtype, compression="gzip", chunks=(chunk_rows, g) if n and g else None
+        )
         for lo in range(0, n, step):
-            block = x[lo:lo + step]
-            ds[lo:lo + block.shape[0]] = block.toarray() if sp.issparse(block) else np.asarray(block)
+            block = x[lo : lo + step]
+            ds[lo : lo + block.shape[0]] = block.toarray() if sp.issparse(block) else np.asarray(block)
         if labels is not None:
             f.create_dataset("Y", data=labels)
         if gene_names is not None:

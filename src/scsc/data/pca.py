@@ -38,8 +38,9 @@ def _own(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def scale_stats(x: sp.csr_matrix, chunk_rows: int | None = None, total: Reduce = _own
-                ) -> tuple[np.ndarray, np.ndarray]:
+def scale_stats(
+    x: sp.csr_matrix, chunk_rows: int | None = None, total: Reduce = _own
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and standard deviation of ``x`` (N × G CSR) as ``sc.pp.scale`` computes them.
 
     scanpy 1.11 takes the variance as mean(x²) − mean(x)² times N / (N − 1) (the unbiased estimate, with the
@@ -68,12 +69,15 @@ def scale_stats(x: sp.csr_matrix, chunk_rows: int | None = None, total: Reduce =
     return mean, std
 
 
-def _scaled_chunk(x: sp.csr_matrix, lo: int, hi: int, mean: np.ndarray, std: np.ndarray,
-                  clip: float | None) -> np.ndarray:
+def _scaled_chunk(
+    x: sp.csr_matrix, lo: int, hi: int, mean: np.ndarray, std: np.ndarray, clip: float | None
+) -> np.ndarray:
     """Rows lo:hi of x, densified as float64, centred, scaled and clipped: shape (hi − lo, G)."""
     a, b = x.indptr[lo], x.indptr[hi]
-    block = sp.csr_matrix((x.data[a:b].astype(np.float64), x.indices[a:b], x.indptr[lo:hi + 1] - a),
-                          shape=(hi - lo, x.shape[1]))
+    block = sp.csr_matrix(
+        (x.data[a:b].astype(np.float64), x.indices[a:b], x.indptr[lo : hi + 1] - a),
+        shape=(hi - lo, x.shape[1]),
+    )
     y = block.toarray()
     y -= mean
     y /= std
@@ -82,8 +86,14 @@ def _scaled_chunk(x: sp.csr_matrix, lo: int, hi: int, mean: np.ndarray, std: np.
     return y
 
 
-def scaled_pca(x: sp.csr_matrix, n_comps: int, clip: float | None = 10.0, chunk_rows: int | None = None,
-               total: Reduce = _own, same: Reduce = _own) -> tuple[np.ndarray, np.ndarray]:
+def scaled_pca(
+    x: sp.csr_matrix,
+    n_comps: int,
+    clip: float | None = 10.0,
+    chunk_rows: int | None = None,
+    total: Reduce = _own,
+    same: Reduce = _own,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact PCA of ``x`` (N × G CSR) after ``sc.pp.scale(max_value=clip)``, computed in row chunks.
 
     Clipping moves the column means away from zero, so the clipped data are centred again before the

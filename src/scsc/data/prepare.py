@@ -15,18 +15,26 @@ from .bundle import TrainData, build_train_data
 from .preprocess import Prepared, preprocess
 
 
-def prepare(adata: ad.AnnData, config: RunConfig, source: str | Path | None = None,
-            context: Context | None = None) -> tuple[Prepared, TrainData]:
+def prepare(
+    adata: ad.AnnData, config: RunConfig, source: str | Path | None = None, context: Context | None = None
+) -> tuple[Prepared, TrainData]:
     """Preprocess (METHOD §1) and build the kNN graph and tensors (METHOD §2).
 
     Under an active ``context`` ``adata`` is this rank's shard of the cells (see :mod:`scsc.data.shards`): the
     PCA input and the graph cover all cells, the counts only the shard's.
     """
-    prepared = preprocess(adata, config.preprocess, seed=config.seed,
-                          min_cells_required=config.graph.k + 1, source=source, context=context)
+    prepared = preprocess(
+        adata,
+        config.preprocess,
+        seed=config.seed,
+        min_cells_required=config.graph.k + 1,
+        source=source,
+        context=context,
+    )
     full_batch = resolve_batch_size(config.minibatch, prepared.n_cells) == 0
-    data = build_train_data(prepared, config.graph, seed=config.seed, device=config.device,
-                            dense_counts=full_batch)
+    data = build_train_data(
+        prepared, config.graph, seed=config.seed, device=config.device, dense_counts=full_batch
+    )
     return prepared, data
 
 
@@ -43,13 +51,20 @@ def batch_summary(batches: BatchPlan | None, data: TrainData) -> dict[str, Any]:
     if batches is None:
         return {"batch_size": 0}
     eval_batches = batches.eval_batches()
-    return {"batch_size": batches.batch_size, "parts": len(batches.parts), "batches_per_round": len(eval_batches),
-            "edges_in_batch": batches.edge_coverage(data.knn, eval_batches)}
+    return {
+        "batch_size": batches.batch_size,
+        "parts": len(batches.parts),
+        "batches_per_round": len(eval_batches),
+        "edges_in_batch": batches.edge_coverage(data.knn, eval_batches),
+    }
 
 
 def fingerprint(prepared: Prepared) -> dict[str, Any]:
     """What identifies the preprocessed data (N, P, G and the sum of |X|) in checkpoints."""
     x = prepared.x
-    return {"n_cells": int(x.shape[0]), "n_input": int(x.shape[1]),
-            "n_genes": 0 if prepared.counts is None else int(prepared.counts.shape[1]),
-            "abs_sum": float(np.abs(x).sum(dtype=np.float64))}
+    return {
+        "n_cells": int(x.shape[0]),
+        "n_input": int(x.shape[1]),
+        "n_genes": 0 if prepared.counts is None else int(prepared.counts.shape[1]),
+        "abs_sum": float(np.abs(x).sum(dtype=np.float64)),
+    }

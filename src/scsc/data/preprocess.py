@@ -61,13 +61,21 @@ def _check_batch_key(adata: ad.AnnData, batch_key: str | None, ctx: Context, whe
     if batch_key is None:
         return
     if ctx.active:
-        raise ConfigError("--batch-key is not supported in distributed runs yet; correct the batches "
-                          "before (for example with scanpy's external tools) or run in one process")
+        raise ConfigError(
+            "--batch-key is not supported in distributed runs yet; correct the batches "
+            "before (for example with scanpy's external tools) or run in one process"
+        )
     batch_labels(adata.obs, batch_key, where)
 
 
-def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_cells_required: int = 2,
-               source: str | Path | None = None, context: Context | None = None) -> Prepared:
+def preprocess(
+    adata: ad.AnnData,
+    config: PreprocessConfig,
+    seed: int = 0,
+    min_cells_required: int = 2,
+    source: str | Path | None = None,
+    context: Context | None = None,
+) -> Prepared:
     """Run METHOD §1 on ``adata`` (raw counts, N × G); deterministic for a given ``seed``.
 
     With an active ``context`` (a distributed run) ``adata`` is this rank's shard of the cells: every statistic
@@ -88,8 +96,11 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     ctx = context or Context()
     _check_batch_key(adata, config.batch_key, ctx, where)
     counts, gene_ok, cell_mask = filter_cells_and_genes(adata, config, min_cells_required, where, ctx)
-    batches = (None if config.batch_key is None
-               else batch_labels(adata.obs.iloc[np.flatnonzero(cell_mask)], config.batch_key, where))
+    batches = (
+        None
+        if config.batch_key is None
+        else batch_labels(adata.obs.iloc[np.flatnonzero(cell_mask)], config.batch_key, where)
+    )
     n_all = int(ctx.all_sum(np.array([counts.shape[0]], dtype=np.int64))[0])
     a, size_factors = _log_normalised(counts, adata.var, gene_ok, config, ctx)
     hvg_mask = _hvg_mask(a, min(config.n_hvg, a.n_vars), ctx, n_all, batches)
@@ -102,7 +113,7 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
         x = harmonize(x, batches, seed)
     rows = None
     if ctx.active:
-        first = ctx.all_concat(np.array([counts.shape[0]], dtype=np.int64))[:ctx.rank].sum()
+        first = ctx.all_concat(np.array([counts.shape[0]], dtype=np.int64))[: ctx.rank].sum()
         rows = np.arange(first, first + counts.shape[0], dtype=np.int64)
     return Prepared(
         adata=_kept(adata, cell_mask, gene_ok, counts),
@@ -116,8 +127,9 @@ def preprocess(adata: ad.AnnData, config: PreprocessConfig, seed: int = 0, min_c
     )
 
 
-def _log_normalised(counts: sp.csr_matrix, var: pd.DataFrame, gene_ok: np.ndarray, config: PreprocessConfig,
-                    ctx: Context) -> tuple[ad.AnnData, np.ndarray]:
+def _log_normalised(
+    counts: sp.csr_matrix, var: pd.DataFrame, gene_ok: np.ndarray, config: PreprocessConfig, ctx: Context
+) -> tuple[ad.AnnData, np.ndarray]:
     """The kept cells' counts (N × G) divided by their size factors and log1p-transformed (as given for
     log-normalised input), and the size factors (N,): total counts over their median across all ranks.
 
@@ -154,8 +166,9 @@ def _hvg_mask(a: ad.AnnData, n_top: int, ctx: Context, n_all: int, batches: np.n
     return a.var["highly_variable"].to_numpy()
 
 
-def _pca_input(expr: sp.csr_matrix, config: PreprocessConfig, seed: int, ctx: Context, n_all: int,
-               where: str) -> np.ndarray:
+def _pca_input(
+    expr: sp.csr_matrix, config: PreprocessConfig, seed: int, ctx: Context, n_all: int, where: str
+) -> np.ndarray:
     """Scale and PCA of the HVG expression ``expr`` (this rank's N_r × G) → the model input of all N cells
     (N × P): dense (arpack) up to ``config.dense_max_cells`` cells, in row chunks above, summed over ranks in a
     distributed run."""
@@ -163,8 +176,9 @@ def _pca_input(expr: sp.csr_matrix, config: PreprocessConfig, seed: int, ctx: Co
     if n_pcs < 1:
         raise InputError(f"{where}too few cells or genes for PCA ({n_all} cells × {expr.shape[1]} genes)")
     if ctx.active:  # every rank's scores, in rank order: the rows of the kept cells
-        return ctx.all_concat(scaled_pca(expr, n_pcs, clip=config.scale_clip, total=ctx.all_sum,
-                                         same=ctx.broadcast)[0])
+        return ctx.all_concat(
+            scaled_pca(expr, n_pcs, clip=config.scale_clip, total=ctx.all_sum, same=ctx.broadcast)[0]
+        )
     if n_all > config.dense_max_cells:
         return scaled_pca(expr, n_pcs, clip=config.scale_clip)[0]
     return _dense_scaled_pca(expr, n_pcs, config.scale_clip, seed)
@@ -182,8 +196,9 @@ def kept_input(adata: ad.AnnData, prepared: Prepared) -> ad.AnnData:
     return _kept(adata, prepared.cell_mask, prepared.gene_mask, counts)
 
 
-def kept_input_by_rows(read_rows: Callable[[int, int], ad.AnnData], prepared: Prepared,
-                       bounds: list[tuple[int, int]]) -> ad.AnnData:
+def kept_input_by_rows(
+    read_rows: Callable[[int, int], ad.AnnData], prepared: Prepared, bounds: list[tuple[int, int]]
+) -> ad.AnnData:
     """:func:`kept_input` of the whole input, read a block of rows at a time.
 
     ``read_rows(lo, hi)`` reads input cells ``lo:hi``; ``bounds`` are blocks that cover the input's cells in
@@ -202,10 +217,13 @@ def kept_input_by_rows(read_rows: Callable[[int, int], ad.AnnData], prepared: Pr
         part.X = None
         parts.append(part)
     x = _stack_csr(counts, len(parts[0].var))
-    obs = pd.concat([p.obs for p in parts])  # a categorical keeps its dtype when every block has its categories
+    obs = pd.concat(
+        [p.obs for p in parts]
+    )  # a categorical keeps its dtype when every block has its categories
     for col in parts[0].obs.columns:
-        if isinstance(parts[0].obs[col].dtype, pd.CategoricalDtype) and \
-                not isinstance(obs[col].dtype, pd.CategoricalDtype):  # blocks disagree: their sorted union
+        if isinstance(parts[0].obs[col].dtype, pd.CategoricalDtype) and not isinstance(
+            obs[col].dtype, pd.CategoricalDtype
+        ):  # blocks disagree: their sorted union
             obs[col] = union_categoricals([p.obs[col] for p in parts], sort_categories=True)
     return ad.AnnData(X=x, obs=obs, var=parts[0].var, uns=parts[0].uns)
 
@@ -220,17 +238,21 @@ def _stack_csr(blocks: list[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
     indptr = np.zeros(rows + 1, np.int64 if index is np.int64 else np.int32)
     at = row = 0
     for i, b in enumerate(blocks):
-        data[at:at + b.nnz] = b.data
-        indices[at:at + b.nnz] = b.indices
-        indptr[row + 1:row + 1 + b.shape[0]] = b.indptr[1:] + at
+        data[at : at + b.nnz] = b.data
+        indices[at : at + b.nnz] = b.indices
+        indptr[row + 1 : row + 1 + b.shape[0]] = b.indptr[1:] + at
         at, row = at + b.nnz, row + b.shape[0]
         blocks[i] = None
     return sp.csr_matrix((data, indices, indptr), shape=(rows, n_cols))
 
 
-def filter_cells_and_genes(adata: ad.AnnData, config: PreprocessConfig, min_cells_required: int = 2,
-                           where: str = "", context: Context | None = None
-                           ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+def filter_cells_and_genes(
+    adata: ad.AnnData,
+    config: PreprocessConfig,
+    min_cells_required: int = 2,
+    where: str = "",
+    context: Context | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
     """METHOD §1's filters on ``adata`` (N × G counts), refusing data that cannot be clustered.
 
     Returns the kept counts (float32 CSR, cells × genes), the kept-gene mask (G,) and the kept-cell mask (N,).
@@ -241,10 +263,14 @@ def filter_cells_and_genes(adata: ad.AnnData, config: PreprocessConfig, min_cell
     """
     ctx = context or Context()
     bad = not config.log_normalized and not looks_like_counts(adata)
-    ctx.raise_if_any(InputError(
-        f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
-        "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
-    ) if bad else None)
+    ctx.raise_if_any(
+        InputError(
+            f"{where}values are not integer counts (already normalised?); scsc needs raw counts. "
+            "If the data are log-normalised expression, pass --log-normalized (the ZINB term is then disabled)"
+        )
+        if bad
+        else None
+    )
     counts = _csr32(adata.X)
     gene_ok = ctx.all_sum(_cells_per_gene(counts)) >= config.min_cells
     if not gene_ok.any():
@@ -282,7 +308,7 @@ def _cells_per_gene(x: sp.csr_matrix, step: int = 10_000_000) -> np.ndarray:
     """
     n = np.zeros(x.shape[1], dtype=np.int64)
     for lo in range(0, x.nnz, step):
-        n += np.bincount(x.indices[lo:lo + step][x.data[lo:lo + step] > 0], minlength=x.shape[1])
+        n += np.bincount(x.indices[lo : lo + step][x.data[lo : lo + step] > 0], minlength=x.shape[1])
     return n
 
 
@@ -308,8 +334,9 @@ def _dense_scaled_pca(expr: sp.csr_matrix, n_pcs: int, clip: float, seed: int) -
     # ~100 MB with 1000 HVGs instead of ~180 MB; 163 MB with the default 2000). Cells × HVGs: linear in N,
     # but 8 GB at 1M cells, hence the chunked path above PreprocessConfig.dense_max_cells.
     dense = sc.pp.scale(expr.toarray(), max_value=clip)
-    return sc.pp.pca(np.asarray(dense, dtype=np.float32), n_comps=n_pcs, svd_solver="arpack",
-                     random_state=seed)
+    return sc.pp.pca(
+        np.asarray(dense, dtype=np.float32), n_comps=n_pcs, svd_solver="arpack", random_state=seed
+    )
 
 
 def _kept(adata: ad.AnnData, cell_mask: np.ndarray, gene_ok: np.ndarray, counts: sp.csr_matrix) -> ad.AnnData:
@@ -318,8 +345,16 @@ def _kept(adata: ad.AnnData, cell_mask: np.ndarray, gene_ok: np.ndarray, counts:
     Everything but X is subset and copied as ``adata[cell_mask][:, gene_ok].copy()`` would; X is left out of
     that copy because ``counts`` already holds it.
     """
-    shell = ad.AnnData(obs=adata.obs, var=adata.var, uns=adata.uns, obsm=adata.obsm, varm=adata.varm,
-                       obsp=adata.obsp, varp=adata.varp, layers=dict(adata.layers))
+    shell = ad.AnnData(
+        obs=adata.obs,
+        var=adata.var,
+        uns=adata.uns,
+        obsm=adata.obsm,
+        varm=adata.varm,
+        obsp=adata.obsp,
+        varp=adata.varp,
+        layers=dict(adata.layers),
+    )
     kept = shell[cell_mask][:, gene_ok].copy()
     kept.X = counts
     return kept

@@ -97,16 +97,20 @@ def simulate(
     for b, lo in enumerate(range(0, n_cells, BLOCK_ROWS)):
         hi = min(lo + BLOCK_ROWS, n_cells)
         block_rng = rng if b == 0 else np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b,)))
-        blocks.append(_count_block(block_rng, lib[lo:hi], base, log_fold[labels_idx[lo:hi]],
-                                   options.dispersion, options.dropout))
+        blocks.append(
+            _count_block(
+                block_rng, lib[lo:hi], base, log_fold[labels_idx[lo:hi]], options.dispersion, options.dropout
+            )
+        )
     counts = blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr")
     markers = {type_names[k]: [genes[g] for g in marker_idx[k]] for k in range(n_types)}
     labels = np.array(type_names)[labels_idx]
     return Simulation(counts=counts, labels=labels, genes=genes, markers=markers)
 
 
-def _plant_markers(rng: np.random.Generator, type_names: list[str], n_genes: int, n_markers: int
-                   ) -> tuple[list[str], np.ndarray]:
+def _plant_markers(
+    rng: np.random.Generator, type_names: list[str], n_genes: int, n_markers: int
+) -> tuple[list[str], np.ndarray]:
     """Gene names (G,) with the markers renamed after their type, and marker columns (T × n_markers)."""
     genes = [f"GENE{j:05d}" for j in range(n_genes)]
     marker_idx = rng.permutation(n_genes)[: len(type_names) * n_markers].reshape(len(type_names), n_markers)
@@ -116,8 +120,9 @@ def _plant_markers(rng: np.random.Generator, type_names: list[str], n_genes: int
     return genes, marker_idx
 
 
-def _type_programs(rng: np.random.Generator, marker_idx: np.ndarray, n_genes: int, marker_fold: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _type_programs(
+    rng: np.random.Generator, marker_idx: np.ndarray, n_genes: int, marker_fold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Base mean expression (G,) and natural-log fold changes per type (T × G), markers raised."""
     n_types, n_markers = marker_idx.shape
     base = np.exp(rng.normal(-1.0, 1.3, size=n_genes))
@@ -127,8 +132,14 @@ def _type_programs(rng: np.random.Generator, marker_idx: np.ndarray, n_genes: in
     return base, log_fold
 
 
-def _count_block(rng: np.random.Generator, lib: np.ndarray, base: np.ndarray, log_fold: np.ndarray,
-                 dispersion: float, dropout: float) -> sp.csr_matrix:
+def _count_block(
+    rng: np.random.Generator,
+    lib: np.ndarray,
+    base: np.ndarray,
+    log_fold: np.ndarray,
+    dispersion: float,
+    dropout: float,
+) -> sp.csr_matrix:
     """Gamma–Poisson counts with dropout for one block of cells: int32 CSR (len(lib), G).
 
     ``log_fold`` holds each cell's type row (len(lib) × G); the products keep the former operation order, so

@@ -21,12 +21,22 @@ def sparse_to_torch(m: sp.spmatrix, device: str | torch.device = "cpu") -> torch
     """
     csr = sp.csr_matrix(m, dtype=np.float32)
     csr.sort_indices()
-    return csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)), torch.from_numpy(csr.indices.astype(np.int64)),
-                      torch.from_numpy(csr.data), csr.shape, device)
+    return csr_tensor(
+        torch.from_numpy(csr.indptr.astype(np.int64)),
+        torch.from_numpy(csr.indices.astype(np.int64)),
+        torch.from_numpy(csr.data),
+        csr.shape,
+        device,
+    )
 
 
-def csr_tensor(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int],
-               device: str | torch.device | None = None) -> torch.Tensor:
+def csr_tensor(
+    crow: torch.Tensor,
+    col: torch.Tensor,
+    values: torch.Tensor,
+    size: tuple[int, int],
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
     """A torch CSR tensor (size[0] × size[1]) from row pointers (size[0] + 1,), column indices and values
     (nnz,), which must already form a valid CSR matrix (scipy's, or rows cut from one).
 

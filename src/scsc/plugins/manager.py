@@ -59,22 +59,26 @@ class Registry:
         try:
             settings()
         except TypeError:
-            raise ConfigError(f"plugin {self._provider}: every field of config section {name!r} needs a "
-                              "default") from None
+            raise ConfigError(
+                f"plugin {self._provider}: every field of config section {name!r} needs a default"
+            ) from None
         self.config_sections[name] = settings
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], summary: str = "") -> None:
         """Register ``factory`` as component ``name`` of ``kind``; a clash names both providers."""
         if kind not in KINDS:
-            raise ConfigError(f"plugin {self._provider}: unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
+            raise ConfigError(
+                f"plugin {self._provider}: unknown component kind {kind!r} (kinds: {', '.join(KINDS)})"
+            )
         key = (kind, name)
         if key in self._items:
             other = self._items[key].provider
             raise ConfigError(
                 f"{kind} component {name!r} is registered twice: by {other} and by {self._provider}"
             )
-        self._items[key] = Component(kind, name, factory, summary.strip().splitlines()[0] if summary else "",
-                                     self._provider)
+        self._items[key] = Component(
+            kind, name, factory, summary.strip().splitlines()[0] if summary else "", self._provider
+        )
 
     def get(self, kind: str, name: str) -> Component:
         """The component, or a :class:`ConfigError` listing the valid names."""

@@ -22,6 +22,19 @@ from .embed import embed_cells, pretrained_embedding
 from .pretrain import pretrain
 from .state import Reporter, SilentReporter, TrainState, run_epochs, seed_everything
 
-__all__ = ["CLUSTER", "TERMS", "WARMUP", "ClusterPhase", "Reporter", "SilentReporter", "TrainState",
-           "active_terms", "embed_cells", "pretrain", "pretrained_embedding", "run_epochs", "seed_everything",
-           "train_clustering"]
+__all__ = [
+    "CLUSTER",
+    "TERMS",
+    "WARMUP",
+    "ClusterPhase",
+    "Reporter",
+    "SilentReporter",
+    "TrainState",
+    "active_terms",
+    "embed_cells",
+    "pretrain",
+    "pretrained_embedding",
+    "run_epochs",
+    "seed_everything",
+    "train_clustering",
+]

@@ -12,8 +12,18 @@ from ..model import ScSiameseClu
 from .state import EpochFn, LossStep, TrainState, rows_tensor, run_epochs
 
 #: Loss terms of the clustering stage, in display order.
-TERMS = ("rec_x", "rec_graph", "rec_adj", "zinb", "cr_sample_ae", "cr_sample_graph", "cr_feature_ae",
-         "cr_feature_graph", "prop", "clu")
+TERMS = (
+    "rec_x",
+    "rec_graph",
+    "rec_adj",
+    "zinb",
+    "cr_sample_ae",
+    "cr_sample_graph",
+    "cr_feature_ae",
+    "cr_feature_graph",
+    "prop",
+    "clu",
+)
 
 
 @dataclass(frozen=True)
@@ -58,16 +68,18 @@ def train_clustering(state: TrainState, phase: ClusterPhase, epochs: range) -> l
     model.train()
     step = state.context.wrap(LossStep(model, _cluster_loss))
     try:
-        return run_epochs(state, stage, phase.label, epochs, opt, _cluster_epoch(state, phase, step, opt),
-                          log_as="cluster")
+        return run_epochs(
+            state, stage, phase.label, epochs, opt, _cluster_epoch(state, phase, step, opt), log_as="cluster"
+        )
     finally:
         if state.batches is not None:
             model.augment.focus(None)
             model.head.focus(None)
 
 
-def _cluster_epoch(state: TrainState, phase: ClusterPhase, step: torch.nn.Module,
-                   opt: torch.optim.Optimizer) -> EpochFn:
+def _cluster_epoch(
+    state: TrainState, phase: ClusterPhase, step: torch.nn.Module, opt: torch.optim.Optimizer
+) -> EpochFn:
     """One epoch of the clustering stage on all cells or this rank's batch (augmenter and head focused on it)."""
     model, c = state.model, state.config.cluster
     want = active_terms(state.config) - set(phase.exclude)
@@ -93,8 +105,15 @@ def _cluster_epoch(state: TrainState, phase: ClusterPhase, step: torch.nn.Module
     return epoch_fn
 
 
-def _cluster_loss(model: ScSiameseClu, d: TrainData, rows: torch.Tensor | None, generator: torch.Generator,
-                  refresh: bool, want: set[str], weights) -> tuple[torch.Tensor | float, dict]:
+def _cluster_loss(
+    model: ScSiameseClu,
+    d: TrainData,
+    rows: torch.Tensor | None,
+    generator: torch.Generator,
+    refresh: bool,
+    want: set[str],
+    weights,
+) -> tuple[torch.Tensor | float, dict]:
     """Weighted sum of the clustering stage's named terms for one epoch on ``d`` (all cells or one batch)."""
     v = model.augment.views(d.x, generator)
     out = model.forward(v, model.augment.adj_main, rows=rows)

@@ -27,8 +27,9 @@ def _by_batches(data: TrainData, batches: BatchPlan, embed: Callable) -> torch.T
     return z
 
 
-def _shard(model: ScSiameseClu, data: TrainData, groups: list[torch.Tensor] | None, context: Context | None
-           ) -> RowShard | None:
+def _shard(
+    model: ScSiameseClu, data: TrainData, groups: list[torch.Tensor] | None, context: Context | None
+) -> RowShard | None:
     """This rank's rows of a whole-data embedding under several ranks, when the components can shard it.
 
     Every rank then holds one layer's activations of all cells at a time instead of the whole pass's
@@ -46,8 +47,9 @@ def _groups(model: ScSiameseClu, data: TrainData, batches: BatchPlan) -> list[to
     return [rows_tensor(rows, data.device) for rows in batches.eval_batches()]
 
 
-def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None,
-                         context: Context | None = None) -> torch.Tensor:
+def pretrained_embedding(
+    model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None, context: Context | None = None
+) -> torch.Tensor:
     """Embedding of the pretrained encoders on the plain graph (N × d), before any augmentation.
 
     With ``batches``, the encoders and the propagation run over the whole sparse graph (linear in N) and the
@@ -61,9 +63,15 @@ def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPla
         model.eval()
         groups = None if batches is None else _groups(model, data, batches)
         if batches is None or groups is not None:
-            z = model.forward(Views(data.x, data.x, data.adj, data.adj), data.adj, groups=groups,
-                              propagation=False, shard=_shard(model, data, groups, context)).z
+            z = model.forward(
+                Views(data.x, data.x, data.adj, data.adj),
+                data.adj,
+                groups=groups,
+                propagation=False,
+                shard=_shard(model, data, groups, context),
+            ).z
         else:
+
             def one(d: TrainData, rows: np.ndarray, r: torch.Tensor) -> torch.Tensor:
                 return model.forward(Views(d.x, d.x, d.adj, d.adj), d.adj, rows=r).z
 
@@ -72,8 +80,9 @@ def pretrained_embedding(model: ScSiameseClu, data: TrainData, batches: BatchPla
     return z
 
 
-def embed_cells(model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None,
-                context: Context | None = None) -> torch.Tensor:
+def embed_cells(
+    model: ScSiameseClu, data: TrainData, batches: BatchPlan | None = None, context: Context | None = None
+) -> torch.Tensor:
     """The reported embedding Z (N × d) of all cells (:meth:`ScSiameseClu.embed`).
 
     With ``batches``, as :func:`pretrained_embedding`: whole graphs, attention within the evaluation batches,

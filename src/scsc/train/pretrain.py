@@ -37,8 +37,9 @@ def pretrain(state: TrainState) -> list[dict]:
     return state.history
 
 
-def _cells_epoch(state: TrainState, step: nn.Module, opt: torch.optim.Optimizer,
-                 rng: np.random.Generator) -> EpochFn:
+def _cells_epoch(
+    state: TrainState, step: nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator
+) -> EpochFn:
     """An epoch of a cells stage: shuffled minibatches of ``pretrain.ae_batch_size`` cells (B × P), no graph;
     its terms are averaged over the cells."""
     cfg, data, ctx = state.config, state.data, state.context
@@ -60,8 +61,13 @@ def _cells_epoch(state: TrainState, step: nn.Module, opt: torch.optim.Optimizer,
     return epoch_fn
 
 
-def _graph_epoch(state: TrainState, spec: PretrainStage, step: nn.Module, opt: torch.optim.Optimizer,
-                 ax_full: torch.Tensor | None) -> EpochFn:
+def _graph_epoch(
+    state: TrainState,
+    spec: PretrainStage,
+    step: nn.Module,
+    opt: torch.optim.Optimizer,
+    ax_full: torch.Tensor | None,
+) -> EpochFn:
     """An epoch of a graph stage: one step on all cells, or on this rank's batch and its subgraph."""
 
     def epoch_fn(epoch: int) -> tuple[dict[str, float], float]:
@@ -73,8 +79,9 @@ def _graph_epoch(state: TrainState, spec: PretrainStage, step: nn.Module, opt: t
     return epoch_fn
 
 
-def cell_batches(rng: np.random.Generator, n_cells: int, bs: int, cap: int | None, ctx: Context
-                 ) -> list[np.ndarray]:
+def cell_batches(
+    rng: np.random.Generator, n_cells: int, bs: int, cap: int | None, ctx: Context
+) -> list[np.ndarray]:
     """A cells stage's minibatches (cell indices, B each) for one epoch.
 
     A pass over all cells in random order; with ``cap`` (minibatch mode) over a random ``cap`` of them. Under
@@ -83,9 +90,9 @@ def cell_batches(rng: np.random.Generator, n_cells: int, bs: int, cap: int | Non
     """
     perm = rng.permutation(n_cells)
     if cap is not None:
-        perm = perm[:max(1, min(n_cells, cap))]
+        perm = perm[: max(1, min(n_cells, cap))]
     if not ctx.active:
-        return [perm[start:start + bs] for start in range(0, len(perm), bs)]
+        return [perm[start : start + bs] for start in range(0, len(perm), bs)]
     n_steps = -(-len(perm) // (ctx.world * bs))
-    mine = np.resize(perm[ctx.rank::ctx.world], n_steps * bs)  # a shorter shard revisits some of its cells
-    return [mine[i * bs:(i + 1) * bs] for i in range(n_steps)]
+    mine = np.resize(perm[ctx.rank :: ctx.world], n_steps * bs)  # a shorter shard revisits some of its cells
+    return [mine[i * bs : (i + 1) * bs] for i in range(n_steps)]

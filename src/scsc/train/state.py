@@ -101,8 +101,15 @@ def optimizer_step(step: nn.Module, opt: torch.optim.Optimizer, *args) -> tuple[
 EpochFn = Callable[[int], tuple[dict[str, float], float]]
 
 
-def run_epochs(state: TrainState, stage: StageCheckpoint, label: str, epochs: range,
-               opt: torch.optim.Optimizer, epoch_fn: EpochFn, log_as: str | None = None) -> list[dict]:
+def run_epochs(
+    state: TrainState,
+    stage: StageCheckpoint,
+    label: str,
+    epochs: range,
+    opt: torch.optim.Optimizer,
+    epoch_fn: EpochFn,
+    log_as: str | None = None,
+) -> list[dict]:
     """The loop of every stage: run ``epoch_fn`` for each epoch, log a history row (stage ``log_as``, default
     the checkpoint stage's name), report progress under ``label`` and checkpoint after the epochs that
     ``stage`` saves after (the last included). Returns ``state.history``."""

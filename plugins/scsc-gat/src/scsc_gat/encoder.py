@@ -54,8 +54,9 @@ class GATEncoder(nn.Module):
         g1, g2 = self.embed(views.x1, views.adj1), self.embed(views.x2, views.adj2)
         return Branches(z_ae=None, z_g=0.5 * (g1 + g2), graph_views=[g1, g2])
 
-    def reconstruction_terms(self, z: Tensor, data, adj: Tensor, want: set[str],
-                             generator: torch.Generator | None) -> tuple[dict[str, Tensor], list]:
+    def reconstruction_terms(
+        self, z: Tensor, data, adj: Tensor, want: set[str], generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], list]:
         """``rec_graph``: the decoder reconstructs ÂX (N × P) from the fused Z (N × d)."""
         if "rec_graph" not in want:
             return {}, []
@@ -68,10 +69,13 @@ class GATEncoder(nn.Module):
         return [PretrainStage("pretrain_gae", "pretrain: GAT", self, p.gae_lr, p.gae_epochs, loss)]
 
 
-def _pretrain_loss(enc: GATEncoder, d, ax: Tensor, generator: torch.Generator, *, n_neg: int,
-                   adj_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
+def _pretrain_loss(
+    enc: GATEncoder, d, ax: Tensor, generator: torch.Generator, *, n_neg: int, adj_weight: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Reconstruct ÂX and the graph's edges from the embedding of the plain graph."""
     z = enc.embed(d.x, d.adj)
-    terms = {"rec_graph": torch.mean((enc.decoder(z) - ax) ** 2),
-             "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator)}
+    terms = {
+        "rec_graph": torch.mean((enc.decoder(z) - ax) ** 2),
+        "rec_adj": adjacency_loss(z, d.edge_index, d.edge_weight, n_neg, generator),
+    }
     return terms["rec_graph"] + adj_weight * terms["rec_adj"], terms

@@ -19,5 +19,9 @@ def gat_encoder(config, **context):
 @hookimpl
 def scsc_register_components(registry):
     registry.add_config_section("gat", GATSettings)
-    registry.add("encoder", "gat", gat_encoder,
-                 "graph attention (torch-geometric GATConv) over the cell graph; one branch; [plugin.gat]")
+    registry.add(
+        "encoder",
+        "gat",
+        gat_encoder,
+        "graph attention (torch-geometric GATConv) over the cell graph; one branch; [plugin.gat]",
+    )

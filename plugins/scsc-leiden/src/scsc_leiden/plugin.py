@@ -7,5 +7,9 @@ from .head import LeidenHead
 
 @hookimpl
 def scsc_register_components(registry):
-    registry.add("cluster", "leiden", LeidenHead,
-                 "Leiden communities of Z as initial clusters and OT proportions (for unknown K); Sinkhorn target")
+    registry.add(
+        "cluster",
+        "leiden",
+        LeidenHead,
+        "Leiden communities of Z as initial clusters and OT proportions (for unknown K); Sinkhorn target",
+    )
