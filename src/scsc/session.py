@@ -46,6 +46,7 @@ from .train import (
     CLUSTER,
     WARMUP,
     Reporter,
+    SilentReporter,
     TrainState,
     embed_cells,
     pretrained_embedding,
@@ -54,6 +55,8 @@ from .train import (
 )
 from .train import pretrain as pretrain_stages
 
+#: The progress label of preprocessing and the cell graph (before the training stages' own bars).
+PREPARE_STAGE = "preprocess + kNN graph"
 #: Values of ``cluster.estimated_start``: where the head starts when K is estimated.
 ESTIMATED_STARTS = ("partition", "kmeans")
 
@@ -223,7 +226,12 @@ class RunSession:
         adata = self.adata
         if ctx.active and self.control.whole_input is None:  # every cell given: this rank takes its shard
             adata = adata[slice(*ctx.shard(adata.n_obs))]
+        # A bar from the start: preprocessing and the kNN search take seconds to minutes before training begins.
+        reporter = self.reporter or SilentReporter()
+        reporter.start(PREPARE_STAGE, 1)
         self.prepared, self.data = prepare(adata, cfg, self.source, ctx)
+        reporter.advance(PREPARE_STAGE, {})
+        reporter.stop(PREPARE_STAGE)
         n = self.data.n_cells
         too_many = [k for k in [cfg.cluster.n_clusters, *cfg.cluster.k_candidates] if k is not None and k > n]
         if too_many:

@@ -100,6 +100,16 @@ def build_config(
     return cfg
 
 
+def announce(command: str, data: Path, out: Path, quiet: bool) -> None:
+    """One line on stderr as soon as a training command starts: reading the data and importing torch take
+    seconds before the first progress bar (rank 0 of a torchrun job only; nothing with ``quiet``)."""
+    import os
+
+    if not quiet and os.environ.get("RANK", "0") == "0":
+        line = f"scsc {command}: {data} → {out}/ (reading the data, loading torch)"
+        err_console.print(line, highlight=False, soft_wrap=True)
+
+
 def default_out(data: Path) -> Path:
     """The run folder when --out is omitted: ``<data stem>_scsc`` in the current folder."""
     return Path(f"{Path(data).name.split('.')[0]}_scsc")
@@ -224,6 +234,7 @@ def pretrain(
     """
     require_input(data)
     out = out or default_out(data)
+    announce("pretrain", data, out, quiet)
     options = {
         "components.encoder": encoder,
         "preprocess.log_normalized": log_normalized,
@@ -298,6 +309,7 @@ def cluster(
     """
     require_input(data)
     out = out or default_out(data)
+    announce("cluster", data, out, quiet or as_json)
     options = {
         "components.augment": augment,
         "components.encoder": encoder,
