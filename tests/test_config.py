@@ -76,7 +76,8 @@ DEVIATIONS = {
     "preprocess.n_pcs": 20,
     "model.fusion_weights": "feature",
     "loss.zinb_cells": 1024,
-    "pretrain.joint_epochs": 75,
+    "pretrain.joint_epochs": 30,
+    "pretrain.ae_batch_size": 1024,
     "cluster.epochs": 5,
 }
 PUBLISHED = Path(__file__).resolve().parents[1] / "examples" / "published_defaults.toml"

@@ -214,7 +214,17 @@ def test_planted_k_is_found_on_a_small_simulation(types):
     assert r.adata.uns["scsc"]["k_selection"]["k"] == types
 
 
-@pytest.mark.parametrize("n_cells", [124, 252])
+@pytest.mark.slow
+def test_planted_k_is_found_on_20000_cells_with_the_default_config():
+    """20,000 cells (the largest full-batch run): the estimate on 2,000-cell subsamples still finds the planted
+    types exactly, and the partition recovers them."""
+    adata = scsc.simulate(n_cells=20_000, n_types=8, seed=2).to_anndata()
+    r = scsc.run(adata, seed=0)
+    assert r.k_estimated and r.n_clusters == 8, r.k_selection
+    assert r.metrics["scsc"]["ari"] >= 0.95
+
+
+@pytest.mark.parametrize("n_cells", [124, 200, 252])
 def test_planted_k_is_found_at_plate_size_with_the_default_config(n_cells):
     """Plate-sized data (a hundred or two cells; the held-back five-cell-line mixture once got 8 clusters for 5)
     with the default config: K is the planted 5 and the types are recovered."""
