@@ -145,7 +145,7 @@ def simulate(
         1.0, "--depth", help="Library-size scale: 1 gives ~70% zeros, 0.1 ~94% (like 10x data)."
     ),
     markers_out: Path = typer.Option(
-        None, "--markers-out", help="Also write the planted markers (TOML: type = [genes])."
+        None, "--markers-out", help="Also write the planted markers (TOML: type = \\[genes])."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
 ) -> None:
