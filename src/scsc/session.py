@@ -238,21 +238,7 @@ class RunSession:
             raise ConfigError(f"n_clusters={max(too_many)} exceeds the {n} cells")
         self.batches: BatchPlan | None = plan(self.data, cfg)
         if ctx.active and self.batches is None:
-            if cfg.minibatch.batch_size is not None:  # the user asked for full batch
-                raise ConfigError(
-                    f"distributed training runs on minibatches, and --batch-size "
-                    f"{cfg.minibatch.batch_size} trains all {n:,} cells at once; pass a smaller one"
-                )
-            # Asking for several ranks is asking for minibatches: a size that gives every rank a batch.
-            size = distributed_batch_size(cfg.minibatch, n, ctx.world)
-            self.batches = plan_batches(
-                self.data.x.cpu().numpy(), self.data.knn, cfg.minibatch, size, seed=cfg.seed
-            )
-            if ctx.is_main:
-                self._note(
-                    f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
-                    "(set --batch-size to choose)"
-                )
+            self.batches = self._distributed_plan(n)
         if ctx.active:  # each rank trains on its own region of the graph and holds only its cells' counts
             self.batches = self.batches.for_rank(ctx.rank, ctx.world)
             self.data = hold_cells(self.data, self.batches.cells, ctx)
@@ -281,6 +267,24 @@ class RunSession:
             context=ctx,
             **({"reporter": self.reporter} if self.reporter is not None else {}),
         )
+
+    def _distributed_plan(self, n: int) -> BatchPlan:
+        """The minibatch plan of a distributed run over ``n`` cells that would be full batch in one process."""
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.minibatch.batch_size is not None:  # the user asked for full batch
+            raise ConfigError(
+                f"distributed training runs on minibatches, and --batch-size "
+                f"{cfg.minibatch.batch_size} trains all {n:,} cells at once; pass a smaller one"
+            )
+        # Asking for several ranks is asking for minibatches: a size that gives every rank a batch.
+        size = distributed_batch_size(cfg.minibatch, n, ctx.world)
+        batches = plan_batches(self.data.x.cpu().numpy(), self.data.knn, cfg.minibatch, size, seed=cfg.seed)
+        if ctx.is_main:
+            self._note(
+                f"distributed over {ctx.world} ranks: batches of {size:,} of the {n:,} cells "
+                "(set --batch-size to choose)"
+            )
+        return batches
 
     def pretrain(self) -> None:
         """The three pretraining stages, a saved run's pretraining, or the weights of ``pretrained``."""
