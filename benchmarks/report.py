@@ -267,6 +267,47 @@ def k_section(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: pd.DataFrame | None) -> str:
+    """The tuning datasets that carry a batch, with and without ``--batch-key batch``, beside scVI (which uses the
+    key) and the best PCA peer."""
+    lines = [
+        "## With a batch key (`--batch-key batch`, the tuning datasets that carry one)",
+        "",
+        "scsc without and with the key (HVGs within batches, Harmony on the PCA input), mean ± std over seeds; "
+        "scVI uses the same key (best of its three clusterings); the PCA peers do not correct batches.",
+        "",
+        "| dataset | true K: scsc | with the key | scVI | best PCA peer | K estimated: scsc (K) | with the key (K) "
+        "| Leiden default |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, mine in keyed[keyed.method == "scsc"].groupby("dataset"):
+        part = quality[(quality.dataset == ds) & (quality.collection == "tuning")]
+        plain = part[part.method == "scsc"]
+        scvi = part[part.method.isin(SCVI)]
+        pca = part[part.method.isin(PEERS)]
+        mine_true = mine[mine.k_mode == "true"]
+        row = [
+            ds,
+            _ms(plain.ari),
+            _ms(mine_true.ari),
+            f"{scvi.ari.max():.3f}" if len(scvi) else "–",
+            f"{pca.ari.max():.3f}" if len(pca) else "–",
+        ]
+        if k_estimated is not None:
+            kp = k_estimated[(k_estimated.dataset == ds) & (k_estimated.collection == "tuning")]
+            est, leiden = kp[kp.method == "scsc"], kp[kp.method == "leiden_default"]
+            est_key = mine[mine.k_mode == "estimated"]
+            row += [
+                f"{_ms(est.ari)} ({est.k.mean():.1f})" if len(est) else "–",
+                f"{_ms(est_key.ari)} ({est_key.k.mean():.1f})" if len(est_key) else "–",
+                f"{leiden.ari.iloc[0]:.3f}" if len(leiden) else "–",
+            ]
+        else:
+            row += ["–", "–", "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def timing_section(df: pd.DataFrame) -> str:
     lines = [
         "## Speed and memory of the whole command",
@@ -568,27 +609,36 @@ RESULT_COMMANDS = [
     (
         "`quality_tuning.csv`",
         (
-            "`python -m benchmarks.quality --collection tuning --seeds 0 1 2 3 4 --jobs 2 --threads 1 --out "
-            "benchmarks/results/quality_tuning.csv`"
+            "`python -m benchmarks.quality --collection tuning --seeds 0 1 2 3 4 --jobs 2 --threads 1 --scvi "
+            '--out benchmarks/results/quality_tuning.csv` (scVI needs `pip install -e ".[scvi]"`)'
         ),
     ),
     (
         "`quality_tuning_lineages.csv`",
         (
-            "the same with `--labels coarse` (the lineage-level annotation) and `--out "
+            "the same without `--scvi`, with `--labels coarse` (the lineage-level annotation) and `--out "
             "benchmarks/results/quality_tuning_lineages.csv`"
         ),
     ),
     (
         "`quality.csv`",
         (
-            "`python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --jobs 2 --threads 1 --out "
-            "benchmarks/results/quality.csv`"
+            "`python -m benchmarks.quality --collection scoring --seeds 0 1 2 3 4 --jobs 2 --threads 1 --scvi "
+            "--out benchmarks/results/quality.csv`"
         ),
     ),
     (
         "`quality_k_tuning.csv`, `quality_k_scoring.csv`",
-        "the tuning and the scoring command with `--k estimated` and `--out` these files",
+        "the tuning and the scoring command without `--scvi`, with `--k estimated` and `--out` these files",
+    ),
+    (
+        "`batch_key_tuning.csv`, `batch_key_k_tuning.csv`",
+        (
+            "`python -m benchmarks.quality --collection tuning --datasets Ding2020_PBMC_10xv2v3_scDesign3Py "
+            "vanGalen2019_BM_SeqWell --set preprocess.batch_key=batch --no-baselines --seeds 0 1 2 3 4 --jobs 2 "
+            "--threads 1 --out benchmarks/results/batch_key_tuning.csv`, and the same with `--k estimated` and "
+            "`--out benchmarks/results/batch_key_k_tuning.csv`"
+        ),
     ),
     (
         "`quality_minibatch.csv`",
@@ -651,7 +701,8 @@ def header_lines() -> list[str]:
         (
             "Then `python -m benchmarks.report benchmarks/results/quality_tuning.csv "
             "benchmarks/results/quality_tuning_lineages.csv benchmarks/results/quality.csv "
-            "--k-estimated benchmarks/results/quality_k_*.csv --timing benchmarks/results/timing.csv "
+            "--k-estimated benchmarks/results/quality_k_*.csv --batch-key benchmarks/results/batch_key_tuning.csv "
+            "benchmarks/results/batch_key_k_tuning.csv --timing benchmarks/results/timing.csv "
             "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv "
             "--minibatch benchmarks/results/quality_minibatch*.csv --ranks "
             "benchmarks/results/ranks.csv` writes the tables of this page, draws the figures in "
@@ -695,6 +746,13 @@ def main() -> None:
     )
     ap.add_argument("--under-load", type=Path, default=None, help="CSV of benchmarks/under_load.py")
     ap.add_argument(
+        "--batch-key",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="quality CSVs of runs with --set preprocess.batch_key=batch (true K and/or estimated K)",
+    )
+    ap.add_argument(
         "--earlier",
         nargs="*",
         default=[],
@@ -735,8 +793,13 @@ def main() -> None:
     for coll in order + sorted(set(quality.collection) - set(order)):
         parts += [quality_section(quality[quality.collection == coll], coll), ""]
     parts.append(stage_section(quality))
+    k_estimated = None
     if args.k_estimated:
-        parts += ["", k_section(pd.concat([pd.read_csv(q) for q in args.k_estimated], ignore_index=True))]
+        k_estimated = pd.concat([pd.read_csv(q) for q in args.k_estimated], ignore_index=True)
+        parts += ["", k_section(k_estimated)]
+    if args.batch_key:
+        keyed = pd.concat([pd.read_csv(q) for q in args.batch_key], ignore_index=True)
+        parts += ["", batch_key_section(keyed, quality, k_estimated)]
     figures = args.out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     minibatch = sorted(
