@@ -130,7 +130,11 @@ def test_select_k_finds_well_separated_blobs(k):
     sel = select_k(blobs(k), seed=0)
     assert sel.k == k, sel.scores
     uns = sel.to_uns()
-    assert uns["k"] == k and len(uns["k_values"]) == len(uns["scores"]) and uns["threshold"] == RunConfig().cluster.k_threshold
+    assert (
+        uns["k"] == k
+        and len(uns["k_values"]) == len(uns["scores"])
+        and uns["threshold"] == RunConfig().cluster.k_threshold
+    )
 
 
 def test_large_data_is_scored_on_subsamples_of_the_calibrated_size():
