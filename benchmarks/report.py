@@ -285,7 +285,9 @@ def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: p
         plain = part[part.method == "scsc"]
         scvi = part[part.method.isin(SCVI)]
         pca = part[part.method.isin(PEERS)]
-        mine_true = mine[mine.k_mode == "true"]
+        # pandas reads a column of "true" alone as booleans: compare as text.
+        mode = mine.k_mode.astype(str).str.lower()
+        mine_true = mine[mode == "true"]
         row = [
             ds,
             _ms(plain.ari),
@@ -296,7 +298,7 @@ def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: p
         if k_estimated is not None:
             kp = k_estimated[(k_estimated.dataset == ds) & (k_estimated.collection == "tuning")]
             est, leiden = kp[kp.method == "scsc"], kp[kp.method == "leiden_default"]
-            est_key = mine[mine.k_mode == "estimated"]
+            est_key = mine[mode == "estimated"]
             row += [
                 f"{_ms(est.ari)} ({est.k.mean():.1f})" if len(est) else "–",
                 f"{_ms(est_key.ari)} ({est_key.k.mean():.1f})" if len(est_key) else "–",
@@ -308,43 +310,55 @@ def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: p
     return "\n".join(lines)
 
 
+def _timing_medians(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, command): the median of its runs (``run`` column; one run when it is absent)."""
+    df = df.assign(run=df["run"] if "run" in df else 1)
+    cols = [c for c in df.columns if c == "seconds" or c == "peak_gb" or c.startswith("stage_")]
+    med = df.groupby(["dataset", "cells", "command"], sort=False)[cols].median().reset_index()
+    return med.assign(runs=df.groupby(["dataset", "cells", "command"], sort=False).size().to_numpy())
+
+
+def _pair_ratios(part: pd.DataFrame) -> tuple[float, float, float, float]:
+    """Median and range of the scsc / scanpy time ratios taken run by run, and the peak-memory ratio."""
+    part = part.assign(run=part["run"] if "run" in part else 1)
+    mine = part[part.command.str.startswith("scsc")].set_index("run")
+    peer = part[~part.command.str.startswith("scsc")].set_index("run")
+    ratio = (mine.seconds / peer.seconds).dropna()
+    return ratio.median(), ratio.min(), ratio.max(), mine.peak_gb.median() / peer.peak_gb.median()
+
+
 def timing_section(df: pd.DataFrame) -> str:
     lines = [
         "## Speed and memory of the whole command",
         "",
         "`scsc cluster DATA --n-clusters K --out DIR` (plots included) and the scanpy Leiden pipeline, "
-        "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores. The numba "
-        "kernels of umap-learn and pynndescent (the UMAP figure) come from numba's on-disk cache, as on any "
-        "machine after its first run (the first run compiles them, about 7 s more).",
+        "each as a fresh process, wall time and peak RSS from `/usr/bin/time -v`, 2 CPU cores, the two "
+        "commands in turn after a warm-up pair that is not recorded (it fills numba's on-disk cache of the "
+        "umap-learn and pynndescent kernels, as on any machine after its first run). Figures are medians "
+        "over the runs; the ratio is the median of the run-by-run ratios.",
         "",
-        "| dataset | cells | command | seconds | peak GB | preprocess + graph s | pretrain s | init s | "
+        "| dataset | cells | command | runs | seconds | peak GB | preprocess + graph s | pretrain s | init s | "
         "cluster s (share) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def stage(r, key: str) -> str:
         v = r.get(f"stage_{key}")
         return "–" if v is None or pd.isna(v) else f"{v:.1f}"
 
-    for _, r in df.iterrows():
-        share = (
-            r.get("stage_cluster", float("nan")) / r.get("stage_total", float("nan"))
-            if "stage_total" in r
-            else float("nan")
-        )
+    for _, r in _timing_medians(df).iterrows():
+        share = r.get("stage_cluster", float("nan")) / r.get("stage_total", float("nan"))
         cluster = stage(r, "cluster") + ("" if pd.isna(share) else f" ({share:.0%})")
         lines.append(
-            f"| {r.dataset} | {r.cells} | {r.command} | {r.seconds:.1f} | {r.peak_gb:.2f} | "
+            f"| {r.dataset} | {r.cells} | {r.command} | {r.runs} | {r.seconds:.1f} | {r.peak_gb:.2f} | "
             f"{stage(r, 'preprocess_graph')} | {stage(r, 'pretrain')} | {stage(r, 'init')} | {cluster} |"
         )
     lines.append("")
     for ds, part in df.groupby("dataset", sort=False):
-        mine = part[part.command.str.startswith("scsc")]
-        peer = part[~part.command.str.startswith("scsc")]
-        if len(mine) and len(peer):
+        if part.command.str.startswith("scsc").any() and (~part.command.str.startswith("scsc")).any():
+            med, lo, hi, mem = _pair_ratios(part)
             lines.append(
-                f"- {ds}: scsc / scanpy = {mine.seconds.iloc[0] / peer.seconds.iloc[0]:.1f}× time, "
-                f"{mine.peak_gb.iloc[0] / peer.peak_gb.iloc[0]:.1f}× peak memory."
+                f"- {ds}: scsc / scanpy = {med:.2f}× time (runs {lo:.2f}–{hi:.2f}×), {mem:.1f}× peak memory."
             )
     return "\n".join(lines)
 
@@ -651,7 +665,7 @@ RESULT_COMMANDS = [
         "`quality_minibatch_2048.csv`",
         "the same with `minibatch.batch_size=2048` and `--out benchmarks/results/quality_minibatch_2048.csv`",
     ),
-    ("`timing.csv`", "`bash benchmarks/timing.sh` (alone on the machine)"),
+    ("`timing.csv`", "`bash benchmarks/timing.sh` (alone on the machine; each command 3 times, in turn)"),
     ("`under_load.csv`", "`python -m benchmarks.under_load` (alone on the machine)"),
     (
         "`scaling.csv`, `scaling_exponents.csv`",
@@ -704,7 +718,7 @@ def header_lines() -> list[str]:
             "--k-estimated benchmarks/results/quality_k_*.csv --batch-key benchmarks/results/batch_key_tuning.csv "
             "benchmarks/results/batch_key_k_tuning.csv --timing benchmarks/results/timing.csv "
             "--under-load benchmarks/results/under_load.csv --scaling benchmarks/results/scaling.csv "
-            "--minibatch benchmarks/results/quality_minibatch*.csv --ranks "
+            "--minibatch benchmarks/results/quality_minibatch*.csv --earlier minibatch --ranks "
             "benchmarks/results/ranks.csv` writes the tables of this page, draws the figures in "
             "`docs/figures/` and appends the `.md` files of `benchmarks/results/` (the notes under "
             "the distributed and scaling tables are written by hand). Labels are used only for these "
@@ -768,7 +782,8 @@ def main() -> None:
     earlier_note = (
         "\n\n*Measured with the defaults before December 2026 (50 PCs, 50 clustering epochs; the "
         "minibatch tables also with 200 joint pretraining epochs) and not rerun since: read them for "
-        "how the costs scale, not for today's figures.*"
+        "how the costs scale, not for today's figures. The minibatch tables' full-batch columns are "
+        "today's quality table (seeds 0–2), so their Δ mixes two configurations.*"
     )
 
     def mark(section: str, text: str) -> str:
