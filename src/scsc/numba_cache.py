@@ -71,8 +71,9 @@ def cache_umap_kernels() -> int:
     # in memory as before, so the message only alarms users. Only pynndescent's: a user's own kernels still warn.
     from numba.core.errors import NumbaWarning
 
+    # The pattern must match from the start of the message, which numba may begin with terminal colour codes.
     warnings.filterwarnings(
-        "ignore", message="Cannot cache compiled function", category=NumbaWarning, module=r".*pynndescent"
+        "ignore", message=r".*Cannot cache compiled function", category=NumbaWarning, module=r".*pynndescent"
     )
     switched = 0
     for module in (umap.umap_, umap.layouts):
