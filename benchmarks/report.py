@@ -58,6 +58,38 @@ def _best_peer(part: pd.DataFrame) -> tuple[dict, float, float]:
     return peers, best_ari, best_nmi
 
 
+def _quality_targets(m: pd.DataFrame, collection: str) -> list[str]:
+    """The quality issue's targets, met or not, from the per-dataset means ``m`` of :func:`quality_section`.
+
+    "Best peer" counts scVI where it was run; the scoring set's mean target is the best PCA peer per dataset,
+    and its moonshot KMeans on PCA + 0.05.
+    """
+    verdict = {True: "met", False: "not met"}
+    mean, worst = m.scsc_ari.mean(), (m.scsc_ari - m.peer_ari).min()
+    sd = f"{verdict[bool(m.scsc_std.max() <= 0.03)]} (largest {m.scsc_std.max():.3f})"
+    if collection == "tuning":
+        goal, margin = m.peer_ari.mean() + 0.03, 0.03
+        head = [
+            f"- mean ARI ≥ best peer per dataset + 0.03 ({goal:.3f}): {verdict[bool(mean >= goal)]} ({mean:.3f})"
+        ]
+    else:
+        pca = m[[c for c in ("leiden_default_ari", "leiden_true_k_ari", "kmeans_pca50_ari") if c in m]]
+        goal, moon, margin = pca.max(axis=1).mean(), m.get("kmeans_pca50_ari", m.peer_ari).mean() + 0.05, 0.05
+        head = [
+            f"- mean ARI ≥ best PCA peer per dataset ({goal:.3f}): {verdict[bool(mean >= goal)]} ({mean:.3f}); "
+            f"moonshot ≥ KMeans on PCA + 0.05 ({moon:.3f}): {verdict[bool(mean >= moon)]}",
+        ]
+    return [
+        "",
+        f"Targets of the quality issue on this {'collection' if collection == 'tuning' else 'set'}:",
+        "",
+        *head,
+        f"- no dataset more than {margin:.2f} ARI below its best peer (scVI included): "
+        f"{verdict[bool(worst >= -margin)]} (largest shortfall {worst:+.3f})",
+        f"- seed standard deviation ≤ 0.03 ARI on every dataset: {sd}",
+    ]
+
+
 def quality_section(df: pd.DataFrame, collection: str = "scoring") -> str:
     title, which = COLLECTION_TEXT.get(collection, (collection, collection))
     lines = [
@@ -112,35 +144,8 @@ def quality_section(df: pd.DataFrame, collection: str = "scoring") -> str:
         + (f"; best single peer {best_single} ARI **{single[best_single]:.3f}**" if best_single else "")
         + f". Largest seed standard deviation of scsc ARI: {m.scsc_std.max():.3f} ({m.loc[m.scsc_std.idxmax(), 'dataset']}).",
     ]
-    if collection == "tuning" and best_single:
-        worst = (m.scsc_ari - m.peer_ari).min()
-        verdict = {True: "met", False: "not met"}
-        lines += [
-            "",
-            "Targets of the quality issue on this collection:",
-            "",
-            f"- mean ARI ≥ best peer per dataset + 0.03 ({m.peer_ari.mean() + 0.03:.3f}): "
-            f"{verdict[bool(m.scsc_ari.mean() >= m.peer_ari.mean() + 0.03)]} ({m.scsc_ari.mean():.3f})",
-            f"- no dataset more than 0.03 ARI below its best peer: "
-            f"{verdict[bool(worst >= -0.03)]} (largest shortfall {worst:+.3f})",
-        ]
-    if collection == "scoring" and best_single:
-        worst = (m.scsc_ari - m.peer_ari).min()
-        verdict = {True: "met", False: "not met"}
-        lines += [
-            "",
-            "Targets of the quality issue on this set:",
-            "",
-            f"- mean ARI ≥ best single peer + 0.05 ({single[best_single] + 0.05:.3f}): "
-            f"{verdict[bool(m.scsc_ari.mean() >= single[best_single] + 0.05)]} ({m.scsc_ari.mean():.3f})",
-            f"- mean ARI and NMI ≥ best peer per dataset ({m.peer_ari.mean():.3f} / {m.peer_nmi.mean():.3f}): "
-            f"ARI {verdict[bool(m.scsc_ari.mean() >= m.peer_ari.mean())]}, NMI "
-            f"{verdict[bool(m.scsc_nmi.mean() >= m.peer_nmi.mean())]}",
-            f"- no dataset more than 0.05 ARI below its best peer: "
-            f"{verdict[bool(worst >= -0.05)]} (largest shortfall {worst:+.3f})",
-            f"- seed standard deviation ≤ 0.03 ARI on every dataset: "
-            f"{verdict[bool(m.scsc_std.max() <= 0.03)]} (largest {m.scsc_std.max():.3f})",
-        ]
+    if best_single and collection in ("tuning", "scoring"):
+        lines += _quality_targets(m, collection)
     for ds, (ari, nmi) in PUBLISHED.items():
         if ds in set(m.dataset):
             row = m[m.dataset == ds].iloc[0]
