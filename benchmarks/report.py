@@ -58,6 +58,12 @@ def _best_peer(part: pd.DataFrame) -> tuple[dict, float, float]:
     return peers, best_ari, best_nmi
 
 
+def read_runs(paths: list[Path]) -> pd.DataFrame:
+    """The rows of quality CSVs, concatenated; ``k_mode`` stays text ("true" / "estimated"), which pandas
+    would otherwise read as booleans in a file of true-K runs only."""
+    return pd.concat([pd.read_csv(p, dtype={"k_mode": str}) for p in paths], ignore_index=True)
+
+
 def _quality_targets(m: pd.DataFrame, collection: str) -> list[str]:
     """The quality issue's targets, met or not, from the per-dataset means ``m`` of :func:`quality_section`.
 
@@ -290,9 +296,7 @@ def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: p
         plain = part[part.method == "scsc"]
         scvi = part[part.method.isin(SCVI)]
         pca = part[part.method.isin(PEERS)]
-        # pandas reads a column of "true" alone as booleans: compare as text.
-        mode = mine.k_mode.astype(str).str.lower()
-        mine_true = mine[mode == "true"]
+        mine_true = mine[mine.k_mode == "true"]
         row = [
             ds,
             _ms(plain.ari),
@@ -303,7 +307,7 @@ def batch_key_section(keyed: pd.DataFrame, quality: pd.DataFrame, k_estimated: p
         if k_estimated is not None:
             kp = k_estimated[(k_estimated.dataset == ds) & (k_estimated.collection == "tuning")]
             est, leiden = kp[kp.method == "scsc"], kp[kp.method == "leiden_default"]
-            est_key = mine[mode == "estimated"]
+            est_key = mine[mine.k_mode == "estimated"]
             row += [
                 f"{_ms(est.ari)} ({est.k.mean():.1f})" if len(est) else "–",
                 f"{_ms(est_key.ari)} ({est_key.k.mean():.1f})" if len(est_key) else "–",
@@ -815,10 +819,10 @@ def main() -> None:
     parts.append(stage_section(quality))
     k_estimated = None
     if args.k_estimated:
-        k_estimated = pd.concat([pd.read_csv(q) for q in args.k_estimated], ignore_index=True)
+        k_estimated = read_runs(args.k_estimated)
         parts += ["", k_section(k_estimated)]
     if args.batch_key:
-        keyed = pd.concat([pd.read_csv(q) for q in args.batch_key], ignore_index=True)
+        keyed = read_runs(args.batch_key)
         parts += ["", batch_key_section(keyed, quality, k_estimated)]
     figures = args.out.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ echo "dataset,cells,command,run,seconds,peak_gb,stage_preprocess_graph,stage_pre
 measure() {  # dataset cells label repeat run_folder command...   (repeat 0: warm-up, not recorded)
   local ds=$1 cells=$2 label=$3 rep=$4 run=$5; shift 5
   /usr/bin/time -v "$@" > "$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }
+  [ "$rep" = 0 ] && return 0
   local wall rss stages=",,,,"
   wall=$(grep "Elapsed (wall clock)" "$tmp/log" | awk -F': ' '{print $2}' | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(grep "Maximum resident" "$tmp/log" | awk -F': ' '{printf "%.3f", $2/1024/1024}')
@@ -24,7 +25,6 @@ import anndata as ad, sys
 t = ad.read_h5ad(sys.argv[1]).uns['scsc']['timings']
 print(','.join(f'{t[k]:.2f}' for k in ('preprocess_graph', 'pretrain', 'init', 'cluster', 'total')))" "$run/result.h5ad")
   fi
-  [ "$rep" = 0 ] && return 0
   echo "$ds,$cells,$label,$rep,$wall,$rss,$stages" >> "$out"
   echo "$ds $label #$rep: ${wall}s ${rss}GB $stages"
 }

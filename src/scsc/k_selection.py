@@ -22,7 +22,8 @@
 Above 2,000 cells the score is the mean over five random subsamples of 2,000 cells: on a graph of fixed degree
 a split's connectivity falls as cells are added, so without this the estimate grows with the number of cells.
 The subsample size was chosen on the tuning collection and the threshold 0.1 on its five datasets
-(docs/decisions.md, "The merge rule" and "The threshold on five datasets"). Linear in the number of cells: a kNN graph, Leiden, and per merge one K × K matrix of edge weights.
+(docs/decisions.md, "The merge rule" and "The threshold on five datasets"). Linear in the number of cells: a
+kNN graph, Leiden, and per merge one K × K matrix of edge weights.
 """
 
 from __future__ import annotations

@@ -250,10 +250,9 @@ class RunSession:
             self.prepared.adata.X = None
         self._release()  # reading, preprocessing and the kNN search leave large freed blocks
         self.model = build_model(cfg, self.fingerprint, self.registry)
+        # The built-in heads cluster Z beside the model input (cluster.input_weight).
         use_input = getattr(self.model.head, "use_input", None)
-        if (
-            use_input is not None
-        ):  # the built-in heads cluster Z beside the model input (cluster.input_weight)
+        if use_input is not None:
             use_input(self.data.x)
         self.checkpointer.attach(self.model, self.generator, self.fingerprint)
         self.state = TrainState(

@@ -1,4 +1,4 @@
-"""The speed table of docs/benchmarks.md: medians over repeated runs, ratio taken run by run."""
+"""docs/benchmarks.md's tables: the speed table (medians, run-by-run ratios) and the reading of run CSVs."""
 
 import sys
 from pathlib import Path
@@ -51,3 +51,28 @@ def test_ratio_is_the_median_of_run_by_run_ratios():
 def test_single_run_tables_without_a_run_column_still_report():
     df = _runs([12.0], [10.0]).drop(columns="run")
     assert "1.20× time" in timing_section(df)
+
+
+def test_runs_of_true_k_only_keep_their_k_mode_as_text(tmp_path):
+    # A file of true-K runs alone: pandas alone reads its k_mode column as booleans, and the batch-key table
+    # then found no true-K row ("–" instead of the figure).
+    from benchmarks.report import batch_key_section, read_runs
+
+    rows = [
+        {
+            "dataset": "d",
+            "collection": "tuning",
+            "method": "scsc",
+            "seed": s,
+            "k": 3,
+            "k_mode": "true",
+            "ari": 0.5 + 0.1 * s,
+        }
+        for s in range(2)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "keyed.csv", index=False)
+    keyed = read_runs([tmp_path / "keyed.csv"])
+    assert set(keyed.k_mode) == {"true"}
+    quality = pd.DataFrame([{"dataset": "d", "collection": "tuning", "method": "scsc", "ari": 0.4}])
+    assert "| d | 0.400" in batch_key_section(keyed, quality, None)
+    assert "0.550 ± 0.071" in batch_key_section(keyed, quality, None)
